@@ -1,0 +1,108 @@
+"""Render benchmark: throughput, overhead outside Cycles, scene reuse, and memory over long runs.
+
+    python bench/render.py                 # throughput table (128² 16 spp and 256² 32 spp)
+    python bench/render.py --memory 300    # a worker's resident memory over 300 renders
+
+Each configuration renders lighting-partition samples the way a render worker does (scene update,
+every view with all passes, files written) in one process with all CPUs as Cycles threads.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/ (whose render.py is this file)
+
+from render import files  # noqa: E402
+from render.generator import sample_spec  # noqa: E402
+from render.spec import RenderSettings  # noqa: E402
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def run_samples(renderer, attribute, samples, views, settings, out, rebuild=False, partition=0):
+    t0 = time.perf_counter()
+    r0 = renderer.render_seconds
+    for s in range(samples):
+        if rebuild:
+            renderer.reset()
+        spec = sample_spec(attribute, partition, s, 0, views)
+        px = renderer.render(spec)
+        files.write_sample(out / f"s{s:04d}", spec, px, settings.width, settings.height)
+    return time.perf_counter() - t0, renderer.render_seconds - r0
+
+
+def throughput(args):
+    from render.blender_backend import BlenderRenderer
+    rows = []
+    for res, spp in ((128, 16), (256, 32)):
+        settings = RenderSettings(width=res, height=res, spp=spp, threads=args.threads)
+        renderer = BlenderRenderer(settings)
+        with tempfile.TemporaryDirectory() as tmp:
+            run_samples(renderer, "lighting", 1, args.views, settings, Path(tmp) / "warm")  # warm-up
+            for mode, rebuild in (("reuse", False), ("rebuild", True)):
+                out = Path(tmp) / mode
+                out.mkdir()
+                wall, cycles = run_samples(renderer, "lighting", args.samples, args.views, settings, out,
+                                           rebuild=rebuild, partition=1)
+                n = args.samples * args.views
+                rows.append((f"{res}²", spp, mode, n, wall, n / wall, 1 - cycles / wall))
+        renderer.close()
+    print(f"\nCycles on {args.threads} thread(s), lighting partition, {args.samples} samples x {args.views} views, all passes + files\n")
+    print(f"| size | spp | scene | views | wall s | views/s | outside Cycles' render call |")
+    print(f"|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.1f} | {r[5]:.2f} | {100 * r[6]:.1f} % |")
+    for res in ("128²", "256²"):
+        reuse = next(r for r in rows if r[0] == res and r[2] == "reuse")
+        rebuild = next(r for r in rows if r[0] == res and r[2] == "rebuild")
+        print(f"scene reuse speed-up at {res}: {rebuild[4] / reuse[4]:.2f}x")
+
+
+def memory(args):
+    from render.blender_backend import BlenderRenderer
+    settings = RenderSettings(width=128, height=128, spp=16, threads=args.threads)
+    renderer = BlenderRenderer(settings)
+    tmp = Path(tempfile.mkdtemp())
+    renders, marks = 0, []
+    start = time.perf_counter()
+    attributes = ("lighting", "texture", "geometry", "camera", "mixed")
+    k = 0
+    while renders < args.memory:
+        attribute = attributes[(k // 4) % len(attributes)]  # 4 samples per partition, then switch
+        spec = sample_spec(attribute, k // 4, k % 4, 0, args.views)
+        px = renderer.render(spec)
+        out = tmp / f"s{k:05d}"
+        files.write_sample(out, spec, px, settings.width, settings.height)
+        shutil.rmtree(out)
+        renders += len(px)
+        k += 1
+        if not marks or renders - marks[-1][0] >= 25:
+            marks.append((renders, rss_mb(), time.perf_counter() - start))
+    marks.append((renders, rss_mb(), time.perf_counter() - start))
+    shutil.rmtree(tmp)
+    print(f"\nResident memory of one render process over {renders} renders (128², 16 spp; attributes cycled)\n")
+    print("| renders | RSS MB | seconds |")
+    print("|---|---|---|")
+    for r, m, t in marks:
+        print(f"| {r} | {m:.0f} | {t:.0f} |")
+    first = marks[1][1] if len(marks) > 1 else marks[0][1]
+    print(f"growth after the first 25 renders: {marks[-1][1] - first:+.0f} MB")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--samples", type=int, default=6)
+    ap.add_argument("--views", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--memory", type=int, default=0, help="renders for the memory run (0: throughput table)")
+    args = ap.parse_args()
+    memory(args) if args.memory else throughput(args)

@@ -1,0 +1,302 @@
+"""Render jobs: a deterministic list of (partition, sample) items, shard slices for render farms,
+worker processes, resume, and the per-partition manifest.
+
+Any farm runs a job by giving each task ``--shard I/N`` (or SLURM's array variables): shard I takes
+the I-th contiguous slice of the items, so most partitions stay within one shard and keep their scene
+loaded. A sample is written under a temporary name and renamed when complete, so a killed task loses
+at most the samples it was rendering; a rerun skips complete samples. Whichever task finds all of a
+partition's samples complete writes its contact sheet and, last, its manifest.
+"""
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import json
+import math
+import multiprocessing as mp
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import files
+from .dataset import PartitionError, Sample, read_manifest
+from .generator import GeneratorConfig, sample_spec
+from .spec import GENERATOR_VERSION, RENDER_ATTRIBUTES, RenderSettings
+
+
+class JobError(ValueError):
+    """Bad job input; the message is one line naming the file or option at fault."""
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    attribute: str
+    partitions: int
+    samples: int
+    views: int
+    out: Path
+    settings: RenderSettings = RenderSettings()
+    seed: int = 0
+    jitter: float = 1.0
+    generator: GeneratorConfig = GeneratorConfig()
+    first_partition: int = 0
+
+    @property
+    def root(self) -> Path:
+        return Path(self.out) / self.attribute
+
+    def partition_dir(self, p: int) -> Path:
+        return self.root / files.partition_name(p)
+
+    def sample_dir(self, p: int, s: int) -> Path:
+        return self.partition_dir(p) / files.sample_name(s)
+
+    def partition_ids(self) -> range:
+        return range(self.first_partition, self.first_partition + self.partitions)
+
+    def items(self) -> list[tuple[int, int]]:
+        return [(p, s) for p in self.partition_ids() for s in range(self.samples)]
+
+    def header(self, p: int) -> dict:
+        """What a partition's content depends on; a rerun into the same folder must match it."""
+        render = dataclasses.asdict(self.settings)
+        render.pop("threads")  # does not change a pixel
+        header = {"format": files.PARTITION_FORMAT, "attribute": self.attribute, "partition": p,
+                  "seed": self.seed, "generator": GENERATOR_VERSION,
+                  "generator_config": dataclasses.asdict(self.generator), "jitter": self.jitter,
+                  "samples": self.samples, "views": self.views, "render": render}
+        return json.loads(json.dumps(header))  # as it reads back from disk (tuples become lists)
+
+
+@dataclass
+class JobStats:
+    rendered: int = 0
+    skipped: int = 0
+    views: int = 0
+    wall_seconds: float = 0.0
+    render_seconds: float = 0.0  # inside Cycles' render call, summed over workers
+    finalized: list = field(default_factory=list)
+
+
+def parse_shard(text: str | None, env: dict | None = None) -> tuple[int, int]:
+    """``I/N`` with 0 <= I < N; without it, SLURM array variables; else the whole job (0/1)."""
+    env = os.environ if env is None else env
+    if text is None:
+        if "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
+            task_min = int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+            return _check_shard(int(env["SLURM_ARRAY_TASK_ID"]) - task_min, int(env["SLURM_ARRAY_TASK_COUNT"]),
+                                "SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT")
+        return 0, 1
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise JobError(f"--shard {text!r}: expected I/N, e.g. 0/8") from None
+    return _check_shard(i, n, f"--shard {text}")
+
+
+def _check_shard(i: int, n: int, what: str) -> tuple[int, int]:
+    if n < 1 or not 0 <= i < n:
+        raise JobError(f"{what}: need 0 <= I < N (got {i}/{n})")
+    return i, n
+
+
+def shard_items(items: list, shard: tuple[int, int]) -> list:
+    i, n = shard
+    return items[len(items) * i // n: len(items) * (i + 1) // n]
+
+
+# ---------------------------------------------------------------------------------- validation
+def validate(job: RenderJob, workers: int) -> None:
+    """Check everything before anything is written."""
+    if job.attribute not in RENDER_ATTRIBUTES:
+        raise JobError(f"--attribute {job.attribute!r}: unknown; choose one of {', '.join(RENDER_ATTRIBUTES)}")
+    for name, value in (("--partitions", job.partitions), ("--samples", job.samples), ("--views", job.views),
+                        ("--resolution", min(job.settings.width, job.settings.height)),
+                        ("--spp", job.settings.spp), ("--workers", workers)):
+        if value < 1:
+            raise JobError(f"{name} {value}: must be a positive integer")
+    if job.first_partition < 0:
+        raise JobError(f"--first-partition {job.first_partition}: must be >= 0")
+    if not math.isfinite(job.jitter) or job.jitter < 0:
+        raise JobError(f"--jitter {job.jitter}: must be >= 0")
+    if job.generator.texture_dir and not Path(job.generator.texture_dir).is_dir():
+        raise JobError(f"--textures {job.generator.texture_dir}: not a folder")
+    out = Path(job.out)
+    if out.exists() and not out.is_dir():
+        raise JobError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / files.MARKER).exists():
+        raise JobError(f"--out {out}: folder is not empty and was not made by attrspace render; choose another")
+    existing = out if out.exists() else next(p for p in out.absolute().parents if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise JobError(f"--out {out}: not writable")
+    for p in job.partition_ids():
+        pdir = job.partition_dir(p)
+        manifest = pdir / "manifest.json"
+        header = pdir / "partition.json"
+        if manifest.exists():
+            try:
+                _expect_same(manifest, read_manifest(manifest), job.header(p))
+            except PartitionError as e:
+                raise JobError(f"{e}; delete {pdir} to render it again") from None
+        elif header.exists():
+            try:
+                _expect_same(header, json.loads(header.read_text()), job.header(p))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise JobError(f"{header}: corrupt ({e}); delete {pdir} to render it again") from None
+        elif pdir.exists() and any(pdir.iterdir()):
+            raise JobError(f"{pdir}: not empty and has no partition.json; not ours, choose another --out")
+
+
+def _expect_same(path: Path, found: dict, expected: dict) -> None:
+    diff = _first_difference(found, expected)
+    if diff:
+        key, was, now = diff
+        raise JobError(f"{path}: rendered with other settings ({key}: {was!r}, now {now!r}); "
+                       f"use another --out or delete {path.parent}")
+
+
+def _first_difference(found, expected, prefix=""):
+    """(dotted key, found value, expected value) of the first leaf where they differ, or None."""
+    for key, value in expected.items():
+        have = found.get(key) if isinstance(found, dict) else None
+        if isinstance(value, dict) and isinstance(have, dict):
+            diff = _first_difference(have, value, f"{prefix}{key}.")
+            if diff:
+                return diff
+        elif have != value:
+            return f"{prefix}{key}", have, value
+    return None
+
+
+# -------------------------------------------------------------------------------------- running
+def run(job: RenderJob, shard: tuple[int, int] = (0, 1), workers: int = 1, progress=None,
+        threads: int | None = None) -> JobStats:
+    """Render this shard's items with ``workers`` processes (1 = in this process), then finalize
+    every partition of the job that is complete. ``progress(n)`` is called per finished sample."""
+    validate(job, workers)
+    items = shard_items(job.items(), shard)
+    out = Path(job.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        files.write_json_atomic(out / files.MARKER, {"format": "attrspace-render-1"})
+    except OSError as e:
+        raise JobError(f"--out {out}: not writable ({e.strerror})") from None
+    for p in sorted({p for p, _ in items}):
+        job.partition_dir(p).mkdir(parents=True, exist_ok=True)
+        header = job.partition_dir(p) / "partition.json"
+        if not header.exists():
+            files.write_json_atomic(header, job.header(p))
+
+    todo = [(p, s) for p, s in items if not job.sample_dir(p, s).exists()]
+    stats = JobStats(skipped=len(items) - len(todo))
+    if progress and stats.skipped:
+        progress(stats.skipped)
+    t0 = time.perf_counter()
+    threads = threads or max(1, _cpu_count() // workers)
+    settings = dataclasses.replace(job.settings, threads=threads)
+    tasks = _tasks(todo, workers)
+    if workers == 1:
+        _init_worker(settings, None, set_deathsig=False)
+        for task in tasks:
+            stats.render_seconds += _render_task(job, task, progress)
+    else:
+        ctx = mp.get_context("spawn")
+        queue = ctx.Queue()
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(settings, queue)) as pool:
+            result = pool.starmap_async(_render_task, [(job, t, None) for t in tasks])
+            while not result.ready():
+                _drain(queue, progress, timeout=0.2)
+            stats.render_seconds += sum(result.get())
+            _drain(queue, progress, timeout=0.0)
+    stats.rendered = len(todo)
+    stats.views = len(todo) * job.views
+    stats.wall_seconds = time.perf_counter() - t0
+    stats.finalized = finalize(job)
+    return stats
+
+
+def _tasks(todo: list, workers: int) -> list[list[tuple[int, int]]]:
+    """Group a partition's samples so one process keeps its scene; split groups only as far as
+    needed to keep every worker busy."""
+    by_partition: dict[int, list] = {}
+    for p, s in todo:
+        by_partition.setdefault(p, []).append((p, s))
+    chunks_per = max(1, math.ceil(workers / max(len(by_partition), 1)))
+    tasks = []
+    for group in by_partition.values():
+        k = min(chunks_per, len(group))
+        tasks += [group[len(group) * i // k: len(group) * (i + 1) // k] for i in range(k)]
+    return tasks
+
+
+def _drain(queue, progress, timeout: float) -> None:
+    import queue as q
+    try:
+        while True:
+            n = queue.get(timeout=timeout)
+            if progress:
+                progress(n)
+            timeout = 0.0
+    except q.Empty:
+        pass
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(settings: RenderSettings, queue, set_deathsig: bool = True) -> None:
+    if set_deathsig and hasattr(ctypes, "CDLL"):
+        try:  # die with the parent (Linux): a killed job leaves no orphan renderers behind
+            ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+    from .blender_backend import BlenderRenderer  # bpy: imported once, in the process that renders
+    if _WORKER.get("settings") != settings:
+        _WORKER["renderer"] = BlenderRenderer(settings)
+        _WORKER["settings"] = settings
+    _WORKER["queue"] = queue
+
+
+def _render_task(job: RenderJob, task: list[tuple[int, int]], progress=None) -> float:
+    renderer = _WORKER["renderer"]
+    before = renderer.render_seconds
+    for p, s in task:
+        final = job.sample_dir(p, s)
+        if final.exists():
+            continue
+        files.remove_stale(final)
+        spec = sample_spec(job.attribute, p, s, job.seed, job.views, job.generator, job.jitter)
+        pixels = renderer.render(spec)
+        files.write_sample(final, spec, pixels, job.settings.width, job.settings.height)
+        if _WORKER.get("queue") is not None:
+            _WORKER["queue"].put(1)
+        elif progress:
+            progress(1)
+    return renderer.render_seconds - before
+
+
+def finalize(job: RenderJob) -> list[int]:
+    """Contact sheet, then manifest, for every complete partition that lacks a manifest."""
+    from .contact_sheet import write_contact_sheet
+    done = []
+    for p in job.partition_ids():
+        pdir = job.partition_dir(p)
+        if (pdir / "manifest.json").exists():
+            continue
+        if not all(job.sample_dir(p, s).is_dir() for s in range(job.samples)):
+            continue
+        samples = [Sample(job.sample_dir(p, s)) for s in range(job.samples)]
+        write_contact_sheet(pdir / "contact_sheet.png", samples, f"{job.attribute} {files.partition_name(p)}")
+        manifest = job.header(p) | {"files": files.file_hashes(pdir, job.samples)}
+        files.write_json_atomic(pdir / "manifest.json", manifest)
+        done.append(p)
+    return done
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1

@@ -1,0 +1,235 @@
+"""Scene specifications: plain, seeded dataclasses that round-trip through JSON.
+
+A ``SceneSpec`` is everything the Blender backend needs to render one sample, split into the four
+attributes AttrSpace controls — geometry, texture, lighting, camera — so that a partition can redraw
+one part and keep the others fixed. Nothing here imports ``bpy``; all units are scene units (the room
+is normalised so its longest horizontal side spans [-1, 1]), angles are radians unless a name says
+``_deg``, and the world is Z-up (Blender's convention).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+GENERATOR_VERSION = "attrspace-synth-1"
+ATTRIBUTES = ("texture", "geometry", "camera", "lighting")
+RENDER_ATTRIBUTES = ATTRIBUTES + ("mixed",)
+
+Vec3 = tuple[float, float, float]
+
+
+# ----------------------------------------------------------------------------------------- geometry
+@dataclass(frozen=True)
+class Heightfield:
+    """Displacement of every face of a shape along its normal: a ``grid``² field of uniform random
+    heights, upsampled (cubic) to ``resolution``² and tapered to zero at the face borders so that
+    adjacent faces stay connected. ``amplitude`` is in scene units."""
+    seed: int
+    amplitude: float
+    grid: int = 5
+    resolution: int = 36
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One object. ``size`` is the full extent of its un-displaced local bounding box; the mesh is built
+    around the origin and placed by ``center`` and XYZ Euler ``rotation``. ``uid`` is stable across
+    samples of a partition and doubles as the instance id written to the mask."""
+    uid: int
+    kind: str  # cube | ellipsoid | cylinder
+    role: str  # large | small | stacked | roof | wall | frame | slab | wall_stick | float_stick
+    center: Vec3
+    size: Vec3
+    rotation: Vec3 = (0.0, 0.0, 0.0)
+    heightfield: Heightfield | None = None
+    wireframe: float = 0.0  # wireframe-modifier thickness; 0 = solid
+    glass: bool = False
+
+    def mesh_key(self) -> tuple:
+        """What the mesh itself depends on (a change here needs a rebuild, not a transform update)."""
+        return (self.kind, self.size, self.heightfield, self.wireframe)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A rectangular opening in wall ``wall`` (0: -y, 1: +x, 2: +y, 3: -x), ``center`` = (u, z) along the
+    wall, optional glass pane."""
+    wall: int
+    center: tuple[float, float]
+    size: tuple[float, float]
+    glass: bool
+
+
+@dataclass(frozen=True)
+class GeometrySpec:
+    room: Vec3  # full extents (x, y, z); the floor is at z = -room[2] / 2
+    unit: float  # scene units per MegaSynth room unit (the normalisation factor)
+    shapes: tuple[Shape, ...] = ()
+    window: Window | None = None
+
+
+# ------------------------------------------------------------------------------------------ texture
+PATTERNS = ("noise", "voronoi", "wave", "bricks", "checker", "magic", "gradient", "plain")
+
+
+@dataclass(frozen=True)
+class Material:
+    """A procedural PBR material: ``pattern`` mixes ``color_a`` and ``color_b`` (linear RGB); ``bump``
+    perturbs shading normals only (never the geometry, so depth and normals do not change).
+    ``image`` (a path) replaces the pattern with a user texture, box-projected."""
+    pattern: str
+    color_a: Vec3
+    color_b: Vec3
+    scale: float
+    detail: float
+    roughness: float
+    metallic: float
+    bump: float
+    image: str | None = None
+
+
+@dataclass(frozen=True)
+class Glass:
+    ior: float
+    tint: Vec3
+    roughness: float
+
+
+@dataclass(frozen=True)
+class TextureSpec:
+    """A scene's material set. Shapes draw their material by a hash of (``assign_seed``, uid), so a
+    geometry change does not need a texture change and vice versa."""
+    materials: tuple[Material, ...]
+    floor: int
+    walls: int
+    ceiling: int
+    assign_seed: int
+    glass: Glass
+
+    def material_index(self, uid: int) -> int:
+        # splitmix-style integer hash: stable across Python versions (unlike hash())
+        x = (uid * 0x9E3779B97F4A7C15 + self.assign_seed * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        x ^= x >> 31
+        x = (x * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+        x ^= x >> 29
+        return int(x % len(self.materials))
+
+
+# ----------------------------------------------------------------------------------------- lighting
+@dataclass(frozen=True)
+class Light:
+    """``kind``: area (square, ``size`` side) | sun | point (``size`` radius) | bulb (an emissive
+    sphere of radius ``size``). ``direction`` is where area and sun lights point. ``power`` is watts
+    for area and point lights, W/m² strength for suns, emission strength for bulbs."""
+    kind: str
+    position: Vec3
+    direction: Vec3
+    color: Vec3
+    power: float
+    size: float
+
+
+@dataclass(frozen=True)
+class LightingSpec:
+    lights: tuple[Light, ...]
+    sky_color: Vec3  # seen through windows; also a weak ambient term
+    sky_strength: float
+
+
+# ------------------------------------------------------------------------------------------- camera
+@dataclass(frozen=True)
+class View:
+    """A pinhole camera looking from ``position`` at ``look_at``, rolled by ``roll`` about its optical
+    axis, with horizontal field of view ``fov_deg`` and the principal point at the image centre."""
+    position: Vec3
+    look_at: Vec3
+    fov_deg: float
+    roll: float = 0.0
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    views: tuple[View, ...]
+    rig: str  # how the views were laid out (orbit | line | forward | scatter | room)
+    baseline: float  # distance between the two farthest camera centres, scene units
+
+
+# -------------------------------------------------------------------------------------------- scene
+@dataclass(frozen=True)
+class SceneSpec:
+    geometry: GeometrySpec
+    texture: TextureSpec
+    lighting: LightingSpec
+    camera: CameraSpec
+    generator: str = GENERATOR_VERSION
+
+    def part(self, attribute: str):
+        return getattr(self, attribute)
+
+    def replace(self, **parts) -> "SceneSpec":
+        return dataclasses.replace(self, **parts)
+
+    # JSON round trip ------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SceneSpec":
+        return _build(cls, data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "SceneSpec":
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SceneSpec":
+        return cls.from_json(Path(path).read_text())
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """How a spec becomes pixels (not part of the scene: the same spec renders at any size)."""
+    width: int = 126
+    height: int = 126
+    spp: int = 16
+    denoise: bool = False
+    max_bounces: int = 4
+    threads: int = 1
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _build(tp, data):
+    """Rebuild a (nested, frozen) dataclass value of type ``tp`` from its ``asdict`` form."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"{tp.__name__}: unknown fields {sorted(unknown)}")
+        return tp(**{k: _build(hints[k], v) for k, v in data.items()})
+    if origin in (typing.Union, types.UnionType):
+        if data is None:
+            return None
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _build(inner[0], data)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_build(args[0], v) for v in data)
+        return tuple(_build(a, v) for a, v in zip(args, data, strict=True))
+    if tp is float:
+        return float(data)
+    return data
+
+
+__all__ = [n for n in dir() if not n.startswith("_") and n not in ("annotations", "dataclass", "field")]

@@ -1,0 +1,50 @@
+"""Shared fixtures: small partitions rendered once per test session (tens of pixels, few samples)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from render.generator import GeneratorConfig  # noqa: E402
+from render.jobs import RenderJob  # noqa: E402
+from render.spec import RenderSettings  # noqa: E402
+
+SMALL = RenderSettings(width=48, height=40, spp=4)  # non-square on purpose: catches axis mix-ups
+
+
+def small_job(attribute: str, out: Path, partitions: int = 1, samples: int = 3, views: int = 3,
+              jitter: float = 0.0, seed: int = 0) -> RenderJob:
+    return RenderJob(attribute=attribute, partitions=partitions, samples=samples, views=views, out=out,
+                     settings=SMALL, seed=seed, jitter=jitter, generator=GeneratorConfig.light())
+
+
+def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True,
+                          cwd=kwargs.pop("cwd", ROOT), **kwargs)
+
+
+@pytest.fixture(scope="session")
+def rendered(tmp_path_factory):
+    """attribute -> RenderJob, rendered (jitter 0, so held-fixed attributes are exactly equal)."""
+    pytest.importorskip("bpy")
+    from render.jobs import run
+    out = tmp_path_factory.mktemp("synth")
+    jobs = {}
+    for attribute, partitions in (("lighting", 2), ("texture", 1), ("camera", 1), ("geometry", 1)):
+        job = small_job(attribute, out, partitions=partitions)
+        run(job, workers=1)
+        jobs[attribute] = job
+    return jobs
+
+
+@pytest.fixture(scope="session")
+def renderer(rendered):
+    """The in-process Blender renderer that rendered the fixtures (bpy lives once per process)."""
+    from render.jobs import _WORKER
+    return _WORKER["renderer"]

@@ -1,0 +1,151 @@
+"""Scene specs and attribute control, without Blender."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from render import generator as G
+from render.jobs import JobError, _tasks, parse_shard, shard_items
+from render.spec import ATTRIBUTES, SceneSpec
+
+CFG = G.GeneratorConfig.light()
+
+
+@pytest.mark.parametrize("attribute", ATTRIBUTES + ("mixed",))
+def test_json_round_trip(attribute):
+    spec = G.sample_spec(attribute, 2, 1, seed=7, views=3)
+    assert SceneSpec.from_json(spec.to_json()) == spec
+    assert SceneSpec.from_json(spec.to_json()).to_json() == spec.to_json()
+
+
+def test_unknown_field_rejected():
+    d = G.sample_spec("texture", 0, 0, 0, 2).to_dict()
+    d["camera"]["zoom"] = 3
+    with pytest.raises(ValueError, match="zoom"):
+        SceneSpec.from_dict(d)
+
+
+def test_same_seed_same_spec_and_others_differ():
+    a = G.sample_spec("lighting", 3, 2, seed=1, views=4)
+    assert a == G.sample_spec("lighting", 3, 2, seed=1, views=4)
+    assert a != G.sample_spec("lighting", 4, 2, seed=1, views=4)  # other partition
+    assert a != G.sample_spec("lighting", 3, 2, seed=2, views=4)  # other seed
+    assert a.lighting != G.sample_spec("lighting", 3, 3, seed=1, views=4).lighting  # other sample
+
+
+@pytest.mark.parametrize("attribute", ATTRIBUTES)
+def test_only_the_partition_attribute_varies(attribute):
+    base = G.partition_base(attribute, 5, seed=3, views=3, cfg=CFG)
+    samples = [G.sample_spec(attribute, 5, k, seed=3, views=3, cfg=CFG, jitter=0.0) for k in range(6)]
+    for s in samples:
+        for other in ATTRIBUTES:
+            if other != attribute:
+                assert s.part(other) == base.part(other), other
+    varied = [s.part(attribute) for s in samples]
+    assert all(varied[i] != varied[j] for i in range(6) for j in range(i + 1, 6))
+
+
+def _max_abs_diff(a, b, field):
+    return max(float(np.max(np.abs(np.subtract(getattr(x, field), getattr(y, field))))) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("attribute", ATTRIBUTES)
+def test_jitter_stays_within_documented_bounds(attribute):
+    base = G.partition_base(attribute, 1, seed=0, views=4)
+    J = G.JITTER
+    for k in range(4):
+        s = G.sample_spec(attribute, 1, k, seed=0, views=4, jitter=1.0)
+        if attribute != "geometry":
+            a, b = base.geometry.shapes, s.geometry.shapes
+            assert [x.uid for x in a] == [x.uid for x in b] and s.geometry.room == base.geometry.room
+            assert 0 < _max_abs_diff(a, b, "center") <= J["geometry"]["center"] + 1e-12
+            assert _max_abs_diff(a, b, "rotation") <= math.radians(J["geometry"]["rotation_deg"]) + 1e-12
+            assert [x.mesh_key() for x in a] == [x.mesh_key() for x in b]
+        if attribute != "camera":
+            a, b = base.camera.views, s.camera.views
+            assert 0 < _max_abs_diff(a, b, "position") <= J["camera"]["position"] + 1e-12
+            assert _max_abs_diff(a, b, "fov_deg") <= J["camera"]["fov_deg"] + 1e-12
+        if attribute != "lighting":
+            a, b = base.lighting.lights, s.lighting.lights
+            assert [x.kind for x in a] == [x.kind for x in b]
+            for x, y in zip(a, b):
+                assert abs(y.power / x.power - 1) <= J["lighting"]["power_rel"] + 1e-12
+            if a:
+                assert _max_abs_diff(a, b, "position") <= J["lighting"]["position"] + 1e-12
+        if attribute != "texture":
+            a, b = base.texture.materials, s.texture.materials
+            assert [x.pattern for x in a] == [x.pattern for x in b]
+            assert 0 < _max_abs_diff(a, b, "color_a") <= J["texture"]["color"] + 1e-12
+
+
+def test_partition_attribute_spans_its_range():
+    n = 40
+    cams = [G.sample_spec("camera", 0, k, 0, views=3).camera for k in range(n)]
+    fovs = [v.views[0].fov_deg for v in cams]
+    assert max(fovs) - min(fovs) > 0.6 * (70 - 45)
+    baselines = [c.baseline for c in cams]
+    assert max(baselines) / min(baselines) > 30  # micro to wide
+    assert len({c.rig for c in cams}) >= 4
+    lights = [G.sample_spec("lighting", 0, k, 0, views=2).lighting for k in range(n)]
+    assert len({len(l.lights) for l in lights}) >= 3
+    assert {li.kind for l in lights for li in l.lights} >= {"area", "point"}
+    tex = [G.sample_spec("texture", 0, k, 0, views=2).texture for k in range(n)]
+    assert len({m.pattern for t in tex for m in t.materials}) == len(G.PATTERNS)
+    geo = [G.sample_spec("geometry", 0, k, 0, views=2).geometry for k in range(12)]
+    assert len({len(g.shapes) for g in geo}) >= 4
+    assert all(g.room == geo[0].room and g.window == geo[0].window for g in geo)  # the room shell is fixed
+
+
+@pytest.mark.parametrize("attribute", ATTRIBUTES + ("mixed",))
+def test_cameras_inside_room_and_clear_of_geometry(attribute):
+    for k in range(5):
+        spec = G.sample_spec(attribute, k, k, seed=11, views=4)
+        pos = np.array([v.position for v in spec.camera.views])
+        assert np.all(np.abs(pos) < np.asarray(spec.geometry.room) / 2)
+        clear = min(G.shape_distance(sh, pos).min() for sh in spec.geometry.shapes)
+        assert clear >= G.GeneratorConfig().camera_clearance - 0.02  # jitter may move things 0.015
+
+
+def test_room_is_normalised():
+    for k in range(10):
+        g = G.sample_spec("mixed", 0, k, 0, 2).geometry
+        assert max(g.room[0], g.room[1]) == pytest.approx(2.0)
+        assert 10 / 30 * 2 <= g.room[2] <= 15 / 17 * 2
+
+
+def test_texture_folder_is_used(tmp_path):
+    import cv2
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"t{i}.png"), np.full((8, 8, 3), 40 * i, np.uint8))
+    cfg = dataclasses.replace(G.GeneratorConfig(), texture_dir=str(tmp_path))
+    mats = [m for k in range(5) for m in G.sample_spec("texture", 0, k, 0, 2, cfg=cfg).texture.materials]
+    used = {m.image for m in mats if m.image}
+    assert used and used <= {str((tmp_path / f"t{i}.png").resolve()) for i in range(3)}
+
+
+def test_shards_partition_the_items():
+    items = [(p, s) for p in range(7) for s in range(5)]
+    for n in (1, 2, 3, 8, 40):
+        parts = [shard_items(items, (i, n)) for i in range(n)]
+        assert sum(parts, []) == items
+
+
+def test_parse_shard():
+    assert parse_shard("2/5", env={}) == (2, 5)
+    assert parse_shard(None, env={}) == (0, 1)
+    assert parse_shard(None, env={"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4"}) == (3, 4)
+    assert parse_shard(None, env={"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_COUNT": "4",
+                                  "SLURM_ARRAY_TASK_MIN": "1"}) == (3, 4)
+    for bad in ("5/5", "-1/3", "x", "1/0", "1/2/3"):
+        with pytest.raises(JobError):
+            parse_shard(bad, env={})
+
+
+def test_tasks_keep_partitions_together():
+    todo = [(p, s) for p in range(4) for s in range(6)]
+    assert all(len({p for p, _ in t}) == 1 for t in _tasks(todo, 2))
+    assert len(_tasks(todo, 2)) == 4
+    assert len(_tasks(todo[:6], 2)) == 2  # one partition, two workers: split in two
