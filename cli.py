@@ -38,14 +38,14 @@ def render(
     seed: int = typer.Option(0, help="master seed"),
     jitter: float = typer.Option(1.0, help="scale of the jitter of the attributes a partition holds fixed"),
     out: Path = typer.Option(Path("data/synth"), help="output root; partitions go to OUT/ATTRIBUTE/pNNN"),
-    workers: Optional[int] = typer.Option(None, help="render processes (default: one per CPU)"),
+    workers: int = typer.Option(1, help="render processes; CPUs are split among them as Cycles threads"),
     shard: Optional[str] = typer.Option(None, help="I/N: render the I-th of N slices (default: SLURM array vars)"),
     first_partition: int = typer.Option(0, help="index of the first partition"),
     textures: Optional[Path] = typer.Option(None, help="folder of texture images to mix into the materials"),
 ) -> None:
     """Render attribute-controlled partitions with Blender (resumable; farm-shardable)."""
     from render.generator import GeneratorConfig
-    from render.jobs import JobError, RenderJob, parse_shard, run, _cpu_count
+    from render.jobs import JobError, RenderJob, parse_shard, run
     from render.dataset import PartitionError
     from render.spec import RenderSettings
 
@@ -57,7 +57,6 @@ def render(
     gen = GeneratorConfig.light() if pre["generator"] == "light" else GeneratorConfig()
     if textures is not None:
         gen = dataclasses.replace(gen, texture_dir=str(textures))
-    workers = workers if workers is not None else _cpu_count()
     try:
         job = RenderJob(attribute=attribute, partitions=partitions,
                         samples=samples if samples is not None else pre["samples"],

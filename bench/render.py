@@ -94,8 +94,9 @@ def memory(args):
     print("|---|---|---|")
     for r, m, t in marks:
         print(f"| {r} | {m:.0f} | {t:.0f} |")
-    first = marks[1][1] if len(marks) > 1 else marks[0][1]
-    print(f"growth after the first 25 renders: {marks[-1][1] - first:+.0f} MB")
+    mid = min(marks, key=lambda m: abs(m[0] - renders / 2))
+    print(f"peak {max(m[1] for m in marks):.0f} MB; growth over the second half "
+          f"(renders {mid[0]} to {renders}): {marks[-1][1] - mid[1]:+.0f} MB")
 
 
 if __name__ == "__main__":

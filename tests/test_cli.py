@@ -115,3 +115,28 @@ def test_shards_render_disjoint_slices_and_complete_the_job(tmp_path):
     assert r.returncode == 0, r.stderr
     m = json.loads((out / "geometry" / "p001" / "manifest.json").read_text())
     assert m["samples"] == 3 and len([k for k in m["files"] if k.endswith(".npy")]) == 3 * 2 * 2
+
+
+def test_farm_doc_shows_the_shipped_sbatch_script():
+    script = (ROOT / "docs" / "render.sbatch").read_text()
+    assert script in (ROOT / "docs" / "farm.md").read_text()
+
+
+@pytest.mark.blender
+def test_user_texture_folder(tmp_path):
+    import cv2
+    import numpy as np
+    tex = tmp_path / "textures"
+    tex.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        cv2.imwrite(str(tex / f"t{i}.png"), rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
+    out = tmp_path / "out"
+    r = cli("render", "--attribute", "texture", "--partitions", "1", "--samples", "3", "--textures", str(tex),
+            "--out", str(out), *FAST)
+    assert r.returncode == 0, r.stderr
+    p = load_partition(out / "texture" / "p000")
+    images = {m.image for s in p.samples for m in s.spec.texture.materials if m.image}
+    assert images and all(Path(i).parent == tex.resolve() for i in images)
+    r = cli("render", "--attribute", "texture", "--textures", str(tmp_path / "nope"), "--out", str(tmp_path / "o2"), *FAST)
+    assert r.returncode == 2 and "--textures" in r.stderr and not (tmp_path / "o2").exists()
