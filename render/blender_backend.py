@@ -46,7 +46,7 @@ class BlenderRenderer:
         self._tmp = tempfile.TemporaryDirectory(prefix="attrspace-bpy-", dir=workdir)
         self.render_seconds = 0.0  # time inside Cycles' own render call
         self._spec: SceneSpec | None = None
-        self._objects_changed = True  # objects were added or removed since the last render
+        self._objects_changed = True  # meshes were added or removed since the last render
         self._objects: dict[int, bpy.types.Object] = {}  # shape uid -> object
         self._mesh_keys: dict[int, tuple] = {}
         self._room_key = None
@@ -203,7 +203,6 @@ class BlenderRenderer:
         for ob in self._lights:
             _remove_object(ob)
         self._lights = [_new_light(i, li) for i, li in enumerate(spec.lighting.lights)]
-        self._objects_changed = True
         bg = self._world_background
         bg.inputs["Color"].default_value = (*spec.lighting.sky_color, 1.0)
         bg.inputs["Strength"].default_value = spec.lighting.sky_strength
