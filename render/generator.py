@@ -466,7 +466,7 @@ def jitter_geometry(g: GeometrySpec, rng, scale: float) -> GeometrySpec:
     for sh in g.shapes:
         dc = rng.uniform(-1, 1, 3) * j["center"] * scale
         dr = np.radians(rng.uniform(-1, 1, 3) * j["rotation_deg"] * scale)
-        shapes.append(dataclasses.replace(sh, center=_v(np.add(sh.center, dc)), rotation=_v(np.add(sh.rotation, dr))))
+        shapes.append(dataclasses.replace(sh, center=_nudge(sh.center, dc), rotation=_nudge(sh.rotation, dr)))
     return dataclasses.replace(g, shapes=tuple(shapes))
 
 
@@ -476,8 +476,8 @@ def jitter_texture(t: TextureSpec, rng, scale: float) -> TextureSpec:
     for m in t.materials:
         u = rng.uniform(-1, 1, 10) * scale
         mats.append(dataclasses.replace(
-            m, color_a=_v(np.clip(np.add(m.color_a, u[0:3] * j["color"]), 0, 1)),
-            color_b=_v(np.clip(np.add(m.color_b, u[3:6] * j["color"]), 0, 1)),
+            m, color_a=_nudge(m.color_a, u[0:3] * j["color"], 0, 1),
+            color_b=_nudge(m.color_b, u[3:6] * j["color"], 0, 1),
             roughness=float(np.clip(m.roughness + u[6] * j["roughness"], 0, 1)),
             metallic=float(np.clip(m.metallic + u[7] * j["metallic"], 0, 1)) if m.metallic > 0 else 0.0,
             scale=float(m.scale * (1 + u[8] * j["scale_rel"])),
@@ -493,8 +493,8 @@ def jitter_lighting(l: LightingSpec, rng, scale: float) -> LightingSpec:
         d = _rotate_small(np.asarray(li.direction), u[7:10] * math.radians(j["direction_deg"]))
         lights.append(dataclasses.replace(
             li, power=float(li.power * (1 + u[0] * j["power_rel"])),
-            color=_v(np.clip(np.add(li.color, u[1:4] * j["color"]), 0, 1)),
-            position=_v(np.add(li.position, u[4:7] * j["position"])), direction=_v(d)))
+            color=_nudge(li.color, u[1:4] * j["color"], 0, 1),
+            position=_nudge(li.position, u[4:7] * j["position"]), direction=_v(d)))
     return dataclasses.replace(l, lights=tuple(lights))
 
 
@@ -504,14 +504,18 @@ def jitter_camera(c: CameraSpec, rng, scale: float) -> CameraSpec:
     for v in c.views:
         u = rng.uniform(-1, 1, 8) * scale
         views.append(dataclasses.replace(
-            v, position=_v(np.add(v.position, u[0:3] * j["position"])),
-            look_at=_v(np.add(v.look_at, u[3:6] * j["look_at"])),
+            v, position=_nudge(v.position, u[0:3] * j["position"]),
+            look_at=_nudge(v.look_at, u[3:6] * j["look_at"]),
             fov_deg=float(v.fov_deg + u[6] * j["fov_deg"]), roll=float(v.roll + math.radians(u[7] * j["roll_deg"]))))
     return dataclasses.replace(c, views=tuple(views))
 
 
 _JITTER_FN = {"geometry": jitter_geometry, "texture": jitter_texture,
               "lighting": jitter_lighting, "camera": jitter_camera}
+
+
+def _nudge(x, delta, lo=-np.inf, hi=np.inf) -> tuple:
+    return _v(np.clip(np.add(x, delta), lo, hi))
 
 
 def _rotate_small(d: np.ndarray, angles: np.ndarray) -> np.ndarray:
