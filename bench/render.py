@@ -2,6 +2,7 @@
 
     python bench/render.py                 # throughput table (128² 16 spp and 256² 32 spp)
     python bench/render.py --memory 300    # a worker's resident memory over 300 renders
+    python bench/render.py --exposure 40   # brightness of 40 fresh (mixed) scenes: are lights sane?
 
 Each configuration renders lighting-partition samples the way a render worker does (scene update,
 every view with all passes, files written) in one process with all CPUs as Cycles threads.
@@ -99,11 +100,36 @@ def memory(args):
           f"(renders {mid[0]} to {renders}): {marks[-1][1] - mid[1]:+.0f} MB")
 
 
+def exposure(args):
+    import numpy as np
+    from render.blender_backend import BlenderRenderer
+    renderer = BlenderRenderer(RenderSettings(width=64, height=64, spp=16, threads=args.threads))
+    medians, clipped = [], []
+    for k in range(args.exposure):
+        spec = sample_spec("mixed", k, 0, 1, 1)
+        renderer.set_scene(spec)
+        srgb = files.linear_to_srgb8(renderer.render_view(spec, 0).rgb_linear) / 255.0
+        medians.append(np.median(srgb))
+        clipped.append((srgb >= 0.999).any(-1).mean())
+    m, c = np.array(medians), np.array(clipped)
+    print(f"\nExposure of view 0 of {len(m)} mixed scenes (64², 16 spp)\n")
+    print("| statistic | p10 | p50 | p90 |\n|---|---|---|---|")
+    print("| median sRGB value | " + " | ".join(f"{v:.2f}" for v in np.percentile(m, [10, 50, 90])) + " |")
+    print("| share of clipped pixels | " + " | ".join(f"{v:.3f}" for v in np.percentile(c, [10, 50, 90])) + " |")
+    print(f"too dark (median < 0.1): {(m < 0.1).sum()}; blown (> 30 % clipped): {(c > 0.3).sum()}")
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=int, default=6)
     ap.add_argument("--views", type=int, default=4)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--memory", type=int, default=0, help="renders for the memory run (0: throughput table)")
+    ap.add_argument("--exposure", type=int, default=0, help="scenes for the exposure statistics")
     args = ap.parse_args()
-    memory(args) if args.memory else throughput(args)
+    if args.memory:
+        memory(args)
+    elif args.exposure:
+        exposure(args)
+    else:
+        throughput(args)

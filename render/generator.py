@@ -378,14 +378,14 @@ def sample_lighting(rng: np.random.Generator, geometry: GeometrySpec) -> Lightin
         for sign in (1, -1):
             lights.append(Light(kind="area", position=(0.0, 0.0, float(sign * (half[2] - 0.02))),
                                 direction=(0.0, 0.0, float(-sign)), color=(1.0, 1.0, 1.0),
-                                power=float(rng.uniform(1.5, 8) * area_scale * (1 if sign > 0 else 0.3)),
+                                power=float(rng.uniform(2.5, 12) * area_scale * (1 if sign > 0 else 0.3)),
                                 size=float(rng.uniform(0.5, 1.0))))
     else:
         for _ in range(int(rng.integers(1, 4))):
             p = rng.uniform(-0.9 * half, 0.9 * half)
             aim = rng.uniform(-0.5 * half, 0.5 * half) - p
             lights.append(Light(kind="area", position=_v(p), direction=_v(aim / np.linalg.norm(aim)),
-                                color=colour(0.6), power=float(math.exp(rng.uniform(math.log(0.5), math.log(8))) * area_scale),
+                                color=colour(0.6), power=float(math.exp(rng.uniform(math.log(0.8), math.log(12))) * area_scale),
                                 size=float(rng.uniform(0.1, 0.8))))
     if geometry.window is not None and rng.random() < 0.6:
         wc = window_center(geometry)

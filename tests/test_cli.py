@@ -140,3 +140,13 @@ def test_user_texture_folder(tmp_path):
     assert images and all(Path(i).parent == tex.resolve() for i in images)
     r = cli("render", "--attribute", "texture", "--textures", str(tmp_path / "nope"), "--out", str(tmp_path / "o2"), *FAST)
     assert r.returncode == 2 and "--textures" in r.stderr and not (tmp_path / "o2").exists()
+
+
+@pytest.mark.blender
+def test_denoise_option_renders_and_is_recorded(tmp_path):
+    out = tmp_path / "out"
+    r = cli("render", "--attribute", "lighting", "--partitions", "1", "--denoise", "--out", str(out), *FAST)
+    assert r.returncode == 0, r.stderr
+    p = load_partition(out / "lighting" / "p000", verify=True)
+    assert p.manifest["render"]["denoise"] is True
+    assert p.samples[0].images.std() > 1  # a real image came out of the denoiser
