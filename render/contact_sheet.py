@@ -2,6 +2,7 @@
 normals — so a person sees at a glance which attribute varies down the rows."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -43,6 +44,6 @@ def make_contact_sheet(samples: list[Sample], title: str, max_rows: int = 12, ti
 
 def write_contact_sheet(path: Path, samples: list[Sample], title: str) -> None:
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     cv2.imwrite(str(tmp), make_contact_sheet(samples, title)[..., ::-1])
     tmp.replace(path)

@@ -296,6 +296,11 @@ def finalize(job: RenderJob) -> list[int]:
 
 
 def _cpu_count() -> int:
+    # On SLURM the affinity mask may be wider than the allocation when CPU binding is off,
+    # so the scheduler's own figure wins.
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        return int(slurm)
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
