@@ -189,6 +189,7 @@ def run(job: RenderJob, shard: tuple[int, int] = (0, 1), workers: int = 1, progr
         if not header.exists():
             files.write_json_atomic(header, job.header(p))
 
+    unfinished = [p for p in job.partition_ids() if not (job.partition_dir(p) / "manifest.json").exists()]
     todo = [(p, s) for p, s in items if not job.sample_dir(p, s).exists()]
     stats = JobStats(skipped=len(items) - len(todo))
     if progress and stats.skipped:
@@ -213,7 +214,8 @@ def run(job: RenderJob, shard: tuple[int, int] = (0, 1), workers: int = 1, progr
     stats.rendered = len(todo)
     stats.views = len(todo) * job.views
     stats.wall_seconds = time.perf_counter() - t0
-    stats.finalized = finalize(job)
+    finalize(job)  # partitions completed by other shards, or by samples that were already there
+    stats.finalized = [p for p in unfinished if (job.partition_dir(p) / "manifest.json").exists()]
     return stats
 
 
@@ -274,25 +276,31 @@ def _render_task(job: RenderJob, task: list[tuple[int, int]], progress=None) -> 
             _WORKER["queue"].put(1)
         elif progress:
             progress(1)
+    for p in sorted({p for p, _ in task}):
+        finalize_partition(job, p)
     return renderer.render_seconds - before
 
 
 def finalize(job: RenderJob) -> list[int]:
     """Contact sheet, then manifest, for every complete partition that lacks a manifest."""
+    return [p for p in job.partition_ids() if finalize_partition(job, p)]
+
+
+def finalize_partition(job: RenderJob, p: int) -> bool:
+    """Write partition p's contact sheet and, last, its manifest if all its samples are complete and
+    it has no manifest yet. Returns whether it wrote one. Called as soon as a partition's last sample
+    lands, so finished partitions are usable (e.g. for training) while the job goes on."""
     from .contact_sheet import write_contact_sheet
-    done = []
-    for p in job.partition_ids():
-        pdir = job.partition_dir(p)
-        if (pdir / "manifest.json").exists():
-            continue
-        if not all(job.sample_dir(p, s).is_dir() for s in range(job.samples)):
-            continue
-        samples = [Sample(job.sample_dir(p, s)) for s in range(job.samples)]
-        write_contact_sheet(pdir / "contact_sheet.png", samples, f"{job.attribute} {files.partition_name(p)}")
-        manifest = job.header(p) | {"files": files.file_hashes(pdir, job.samples)}
-        files.write_json_atomic(pdir / "manifest.json", manifest)
-        done.append(p)
-    return done
+    pdir = job.partition_dir(p)
+    if (pdir / "manifest.json").exists():
+        return False
+    if not all(job.sample_dir(p, s).is_dir() for s in range(job.samples)):
+        return False
+    samples = [Sample(job.sample_dir(p, s)) for s in range(job.samples)]
+    write_contact_sheet(pdir / "contact_sheet.png", samples, f"{job.attribute} {files.partition_name(p)}")
+    manifest = job.header(p) | {"files": files.file_hashes(pdir, job.samples)}
+    files.write_json_atomic(pdir / "manifest.json", manifest)
+    return True
 
 
 def _cpu_count() -> int:
