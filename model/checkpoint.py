@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .config import VGGTConfig
@@ -60,6 +60,8 @@ def read_config(path: str | Path) -> VGGTConfig | None:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
         return VGGTConfig.from_dict(json.loads(meta["config"])) if "config" in meta else None
+    except SafetensorError as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
     except (ValueError, TypeError, json.JSONDecodeError, OSError) as exc:
         raise CheckpointError(f"{path}: bad config in checkpoint metadata ({exc})") from None
 

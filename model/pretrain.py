@@ -29,10 +29,12 @@ from .train import TrainConfig, train
 from .vggt import VGGT
 
 
+SHIP_DTYPE = torch.float16
+
 @dataclass(frozen=True)
 class PretrainConfig:
     data: Path = Path("data/synth")     # renders go to DATA/mixed/pNNN
-    partitions: int = 160               # of which the last `held_out` are for evaluation only
+    partitions: int = 96                # of which the last `held_out` are for evaluation only
     held_out: int = 8
     render_preset: str = "default"      # assets/render_presets.json
     preset: str = "small"               # model preset
@@ -98,6 +100,9 @@ def pretrain(cfg: PretrainConfig, root: Path, progress: bool = True) -> dict:
     if result.exit_code:
         raise RuntimeError(result.message)
     train_seconds = _train_seconds(cfg.out)
+    if cfg.ship is not None:
+        # The shipped file holds float16 weights (half the size); evaluate exactly what ships.
+        model.to(SHIP_DTYPE).float()
 
     metrics = {
         "held_out_renders": evaluate_on_sequences(model, val_set),
@@ -114,7 +119,7 @@ def pretrain(cfg: PretrainConfig, root: Path, progress: bool = True) -> dict:
     }
     _write_json(cfg.out / "metrics.json", metrics)
     if cfg.ship is not None:
-        save_checkpoint(model, cfg.ship, extra={"metrics": json.dumps(metrics)})
+        save_checkpoint(model, cfg.ship, dtype=SHIP_DTYPE, extra={"metrics": json.dumps(metrics)})
         _write_text(cfg.ship.with_suffix(".md"), model_card(metrics, cfg.ship))
     return metrics
 
@@ -147,6 +152,8 @@ def model_card(m: dict, path: Path) -> str:
         else f"- preset `{m['pretrain_config']['preset']}`: {m['parameters']:,} parameters",
         f"- inputs {t['resolution']}x{t['resolution']} px, {t['views_per_sequence']} views per sequence, "
         f"batch {t['batch_size']}",
+        f"- weights stored as float16 ({path.stat().st_size / 2**20:.1f} MiB); the metrics below are of these weights"
+        if path.exists() else "- weights: not written",
         f"- loss: 5 x camera + 1 x depth + {m['pretrain_config']['point_weight']} x points (official terms)",
         "",
         "## Data and training",
