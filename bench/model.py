@@ -129,7 +129,7 @@ def main() -> None:
     if not args.params_only:
         print(f"CPU, {args.threads} threads, batch 1, float32; median of {args.repeats} passes after a warm-up")
         print(f"| {'preset':<6} | {'params':>10} | {'input':>14} | {'pass':<13} | {'time s':>8} | {'peak MB':>8} |")
-        print(f"|--------|------------|----------------|---------------|----------|----------|")
+        print("|--------|------------|----------------|---------------|----------|----------|")
         for preset in args.presets:
             for frames in args.frames:
                 for mode in args.modes:

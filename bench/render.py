@@ -58,8 +58,8 @@ def throughput(args):
                 rows.append((f"{res}²", spp, mode, n, wall, n / wall, 1 - cycles / wall))
         renderer.close()
     print(f"\nCycles on {args.threads} thread(s), lighting partition, {args.samples} samples x {args.views} views, all passes + files\n")
-    print(f"| size | spp | scene | views | wall s | views/s | outside Cycles' render call |")
-    print(f"|---|---|---|---|---|---|---|")
+    print("| size | spp | scene | views | wall s | views/s | outside Cycles' render call |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.1f} | {r[5]:.2f} | {100 * r[6]:.1f} % |")
     for res in ("128²", "256²"):

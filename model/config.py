@@ -8,7 +8,7 @@ sub-modules, in the form the parity fixtures record them.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # DINOv2 encoders the official aggregator can select by name: (embed_dim, depth, heads).
 DINO_SIZES = {

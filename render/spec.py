@@ -12,7 +12,7 @@ import dataclasses
 import json
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 GENERATOR_VERSION = "attrspace-synth-1"

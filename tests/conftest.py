@@ -1,7 +1,6 @@
 """Shared fixtures: small partitions rendered once per test session (tens of pixels, few samples)."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,16 @@ def small_job(attribute: str, out: Path, partitions: int = 1, samples: int = 3, 
               jitter: float = 0.0, seed: int = 0) -> RenderJob:
     return RenderJob(attribute=attribute, partitions=partitions, samples=samples, views=views, out=out,
                      settings=SMALL, seed=seed, jitter=jitter, generator=GeneratorConfig.light())
+
+
+def render_mixed(out: Path, partitions: int, samples: int, views: int, hw: tuple[int, int]) -> RenderJob:
+    """Render tiny `mixed` partitions (2 spp, light generator) for the model tests; skips without bpy."""
+    pytest.importorskip("bpy")
+    from render.jobs import run
+    job = RenderJob(attribute="mixed", partitions=partitions, samples=samples, views=views, out=out,
+                    settings=RenderSettings(width=hw[1], height=hw[0], spp=2), generator=GeneratorConfig.light())
+    run(job, workers=1)
+    return job
 
 
 def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:

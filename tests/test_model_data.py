@@ -7,14 +7,11 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import small_job
+from conftest import render_mixed, small_job
 
 from model.data import (SynthSequences, _resize_views, depth_to_points, find_partitions, make_loader,
                         normalize_sequence)
 from render.dataset import load_partition
-from render.generator import GeneratorConfig
-from render.jobs import RenderJob
-from render.spec import RenderSettings
 
 pytestmark = pytest.mark.blender
 torch.set_num_threads(1)
@@ -25,13 +22,7 @@ NATIVE_HW = (42, 56)  # multiples of 14, non-square
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     """Two partitions of 2 samples x 3 views, rendered at 56x42."""
-    pytest.importorskip("bpy")
-    from render.jobs import run
-    job = RenderJob(attribute="mixed", partitions=2, samples=2, views=3, out=tmp_path_factory.mktemp("synth"),
-                    settings=RenderSettings(width=NATIVE_HW[1], height=NATIVE_HW[0], spp=2),
-                    generator=GeneratorConfig.light())
-    run(job, workers=1)
-    return job
+    return render_mixed(tmp_path_factory.mktemp("synth"), partitions=2, samples=2, views=3, hw=NATIVE_HW)
 
 
 @pytest.fixture(scope="module")

@@ -82,7 +82,7 @@ def test_fused_points_lie_on_the_seen_plane_and_keep_the_confident_share():
     # camera 1 sees the same plane shifted by its baseline: its points span x up to 0.5 further
     from_view1 = colors[:, 0] == 200
     assert from_view1.any() and (~from_view1).any()
-    H, W, f = 20, 30, 25.0
+    W, f = 30, 25.0
     assert points[from_view1, 0].max() == pytest.approx((W - 1 - W / 2) / f * z + 0.5, abs=1e-5)
     assert points[~from_view1, 0].max() == pytest.approx((W - 1 - W / 2) / f * z, abs=1e-5)
     # the most confident pixels are the last rows (conf grows with the pixel index)

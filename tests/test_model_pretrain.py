@@ -9,11 +9,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from conftest import render_mixed
 from model import load_model
 from model.pretrain import PretrainConfig, pretrain, split_partitions
-from render.generator import GeneratorConfig
-from render.jobs import RenderJob
-from render.spec import RenderSettings
 
 pytestmark = pytest.mark.blender
 torch.set_num_threads(1)
@@ -21,12 +19,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory):
-    pytest.importorskip("bpy")
-    from render.jobs import run
-    job = RenderJob(attribute="mixed", partitions=3, samples=2, views=3, out=tmp_path_factory.mktemp("synth"),
-                    settings=RenderSettings(width=56, height=42, spp=2), generator=GeneratorConfig.light())
-    run(job, workers=1)
-    return job.root
+    return render_mixed(tmp_path_factory.mktemp("synth"), partitions=3, samples=2, views=3, hw=(42, 56)).root
 
 
 def config(tmp_path, **kw) -> PretrainConfig:

@@ -10,12 +10,10 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import render_mixed
 from model.data import SynthSequences, find_partitions, make_loader
 from model.losses import vggt_loss
 from model.train import NONFINITE_EXIT_CODE, TrainConfig, lr_factor, train
-from render.generator import GeneratorConfig
-from render.jobs import RenderJob
-from render.spec import RenderSettings
 
 pytestmark = pytest.mark.blender
 torch.set_num_threads(1)
@@ -55,11 +53,7 @@ def tiny_model(seed: int = 0) -> TinyVGGT:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """4 sequences of 2 frames at 28x42 from one partition rendered at 42x28."""
-    pytest.importorskip("bpy")
-    from render.jobs import run
-    job = RenderJob(attribute="mixed", partitions=1, samples=4, views=2, out=tmp_path_factory.mktemp("synth"),
-                    settings=RenderSettings(width=42, height=28, spp=2), generator=GeneratorConfig.light())
-    run(job, workers=1)
+    job = render_mixed(tmp_path_factory.mktemp("synth"), partitions=1, samples=4, views=2, hw=(28, 42))
     return SynthSequences(find_partitions(job.root), num_frames=2)
 
 
