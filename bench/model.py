@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-REFERENCE = ROOT.parent / "shared" / "reference" / "vggt" / "param_counts.json"
+REFERENCE = ROOT / "tests" / "fixtures" / "param_counts.json"  # the official counts
 
 # (reference key in param_counts.json, our submodule path; "" = the whole model)
 COMPONENTS = [

@@ -1,6 +1,7 @@
 """Shared fixtures: small partitions rendered once per test session (tens of pixels, few samples)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,26 @@ sys.path.insert(0, str(ROOT))
 from render.generator import GeneratorConfig  # noqa: E402
 from render.jobs import RenderJob  # noqa: E402
 from render.spec import RenderSettings  # noqa: E402
+
+# Small reference files, shipped: the official VGGT-1B keys and shapes and the parameter counts.
+FIXTURES = ROOT / "tests" / "fixtures"
+# The parity fixtures (70 MB of official-code outputs) are not shipped: point ATTRSPACE_VGGT_REFERENCE at
+# the folder holding parity_tiny*.{json,safetensors}; tests that need them skip when it is absent.
+VGGT_REFERENCE = Path(os.environ.get("ATTRSPACE_VGGT_REFERENCE", ROOT.parent / "shared" / "reference" / "vggt"))
+needs_parity = pytest.mark.skipif(not (VGGT_REFERENCE / "parity_tiny.safetensors").is_file(),
+                                  reason=f"parity fixtures not found in {VGGT_REFERENCE} (set ATTRSPACE_VGGT_REFERENCE)")
+
+
+
+def official_1b_keys() -> dict[str, list[int]]:
+    """Every key of the official VGGT-1B checkpoint and its shape."""
+    import json
+    keys = {}
+    for line in (FIXTURES / "vggt1b_keys.tsv").read_text().splitlines():
+        key, shape, _dtype = line.split("\t")
+        keys[key] = json.loads(shape)
+    return keys
+
 
 SMALL = RenderSettings(width=48, height=40, spp=4)  # non-square on purpose: catches axis mix-ups
 

@@ -6,17 +6,15 @@ config, load the fixture's state entries for its prefix (strict), compare with t
 """
 import functools
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import VGGT_REFERENCE, needs_parity, official_1b_keys
 from model.dpt import DPTHead, uv_embedding
 from model.track_head import TrackHead
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared/reference/vggt"
-needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"{REFERENCE} not present")
 FIXTURES = ("parity_tiny", "parity_tiny2")
 
 
@@ -33,8 +31,8 @@ def single_thread():
 @functools.lru_cache(maxsize=None)
 def fixture(name: str):
     """(config, tensors, aggregator outputs, patch_start_idx) of one parity fixture."""
-    config = json.loads((REFERENCE / f"{name}.json").read_text())["config"]
-    tensors = load_file(str(REFERENCE / f"{name}.safetensors"))
+    config = json.loads((VGGT_REFERENCE / f"{name}.json").read_text())["config"]
+    tensors = load_file(str(VGGT_REFERENCE / f"{name}.safetensors"))
     n = sum(k.startswith("debug.aggregator.output.") for k in tensors)
     tokens = [tensors[f"debug.aggregator.output.{i}"] for i in range(n)]
     return config, tensors, tokens, int(tensors["debug.aggregator.patch_start_idx"])
@@ -60,12 +58,8 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 # Keys and shapes of the 1B heads
 # ---------------------------------------------------------------------------------------------
 
-@needs_reference
 def test_1b_heads_have_the_official_keys_and_shapes():
-    ref = {}
-    for line in (REFERENCE / "vggt1b_keys.tsv").read_text().splitlines():
-        key, shape, _dtype = line.split("\t")
-        ref[key] = json.loads(shape)
+    ref = official_1b_keys()
     with torch.device("meta"):
         heads = {
             "depth_head": DPTHead(2048, output_dim=2, activation="exp"),
@@ -83,7 +77,7 @@ def test_1b_heads_have_the_official_keys_and_shapes():
 # DPT heads
 # ---------------------------------------------------------------------------------------------
 
-@needs_reference
+@needs_parity
 @pytest.mark.parametrize("name", FIXTURES)
 @pytest.mark.parametrize("head,out", [("depth_head", "depth"), ("point_head", "world_points")])
 def test_dpt_head_matches_the_official_outputs(name, head, out):
@@ -95,7 +89,7 @@ def test_dpt_head_matches_the_official_outputs(name, head, out):
     assert max_diff(conf, tensors[f"out.{out}_conf"]) <= 1e-4
 
 
-@needs_reference
+@needs_parity
 def test_dpt_frame_chunking_gives_the_same_result():
     config, tensors, tokens, start = fixture("parity_tiny2")  # S = 4: chunks of 3 + 1 frames
     model = load_prefix(DPTHead(**config["depth_head"]), tensors, "depth_head")
@@ -140,7 +134,7 @@ TRACK_TOLERANCE = {  # name: (track px, vis and conf)
 }
 
 
-@needs_reference
+@needs_parity
 @pytest.mark.parametrize("name", FIXTURES)
 def test_track_head_matches_the_official_outputs(name):
     config, tensors, tokens, start = fixture(name)

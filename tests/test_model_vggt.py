@@ -1,38 +1,26 @@
 """The model against the official one: keys and shapes of VGGT-1B, parameter counts, and every output
 of two small official configurations (fixtures computed with the official code, random weights)."""
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from conftest import FIXTURES, VGGT_REFERENCE, needs_parity, official_1b_keys
 from model import VGGT, VGGTConfig, load_checkpoint, load_model, save_checkpoint
 from model.checkpoint import CheckpointError
 from test_model_heads import TRACK_TOLERANCE
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "vggt"
-needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"{REFERENCE} not present")
 
-
-def reference_keys() -> dict[str, list[int]]:
-    keys = {}
-    for line in (REFERENCE / "vggt1b_keys.tsv").read_text().splitlines():
-        key, shape, _dtype = line.split("\t")
-        keys[key] = json.loads(shape)
-    return keys
-
-
-@needs_reference
 def test_vggt_1b_has_the_official_keys_shapes_and_parameter_counts():
     with torch.device("meta"):
         model = VGGT(VGGTConfig.preset("vggt-1b"))
     ours = {k: list(v.shape) for k, v in model.state_dict().items()}
-    ref = reference_keys()
+    ref = official_1b_keys()
     assert sorted(set(ours) - set(ref)) == [] and sorted(set(ref) - set(ours)) == []
     assert [k for k in ours if ours[k] != ref[k]] == []
 
-    counts = json.loads((REFERENCE / "param_counts.json").read_text())
+    counts = json.loads((FIXTURES / "param_counts.json").read_text())
     size = lambda module: sum(p.numel() for p in module.parameters())
     assert size(model) == counts["total"] == 1_256_537_516
     assert size(model.aggregator) == counts["aggregator"]
@@ -45,13 +33,13 @@ def test_vggt_1b_has_the_official_keys_shapes_and_parameter_counts():
 
 
 def _fixture(name):
-    meta = json.loads((REFERENCE / f"{name}.json").read_text())
-    tensors = load_file(str(REFERENCE / f"{name}.safetensors"))
+    meta = json.loads((VGGT_REFERENCE / f"{name}.json").read_text())
+    tensors = load_file(str(VGGT_REFERENCE / f"{name}.safetensors"))
     state = {k[len("state."):]: v for k, v in tensors.items() if k.startswith("state.")}
     return meta, tensors, state
 
 
-@needs_reference
+@needs_parity
 @pytest.mark.parametrize("name", ["parity_tiny", "parity_tiny2"])
 def test_forward_matches_the_official_code(name, tmp_path):
     meta, ref, state = _fixture(name)
@@ -88,7 +76,7 @@ def test_forward_matches_the_official_code(name, tmp_path):
 
 
 
-@needs_reference
+@needs_parity
 def test_safetensors_checkpoint_and_frame_chunking_give_the_same_outputs(tmp_path):
     meta, ref, state = _fixture("parity_tiny2")
     cfg = VGGTConfig.from_official(meta["config"])
