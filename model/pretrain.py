@@ -120,6 +120,7 @@ def pretrain(cfg: PretrainConfig, root: Path, progress: bool = True) -> dict:
     _write_json(cfg.out / "metrics.json", metrics)
     if cfg.ship is not None:
         save_checkpoint(model, cfg.ship, dtype=SHIP_DTYPE, extra={"metrics": json.dumps(metrics)})
+        example_figure(model, val_set, cfg.resolution, cfg.ship.with_name(cfg.ship.stem + "_examples.png"))
         _write_text(cfg.ship.with_suffix(".md"), model_card(metrics, cfg.ship))
     return metrics
 
@@ -173,6 +174,7 @@ def model_card(m: dict, path: Path) -> str:
             r = block[who]
             lines.append(f"| {name} | {label} | {fmt(r['abs_rel'])} | {fmt(r['delta1'])} | "
                          f"{fmt(r['rot_deg'], 2)} | {fmt(r['trans_rel'])} |")
+    lines += ["", f"![held-out renders and the motorcycle pair]({path.stem}_examples.png)"]
     lines += ["",
               f"Motorcycle: left and right images resized to {moto['size']['width']}x{moto['size']['height']}, depth "
               f"from the ground-truth disparity with the calibration in `skimage.data.stereo_motorcycle`'s "
@@ -182,6 +184,45 @@ def model_card(m: dict, path: Path) -> str:
               "", "Numbers as measured by `python cli.py pretrain`; all metrics are in "
               f"`{m['pretrain_config']['out']}/metrics.json` and the file's safetensors metadata.", ""]
     return "\n".join(lines)
+
+
+@torch.no_grad()
+def example_figure(model, val_set, width: int, path: Path, sequences: int = 3) -> None:
+    """Held-out renders and the motorcycle pair: image, true depth, predicted depth (median-scaled to the
+    truth, same colour range), one row each; for people to look at beside the numbers."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from .evaluate import motorcycle_pair
+
+    model.eval()
+    rows = []
+    for i in np.unique(np.linspace(0, len(val_set) - 1, sequences).round().astype(int)):
+        seq = val_set[int(i)]
+        rows.append((f"held-out #{i}", seq["images"][0], seq["depths"][0].numpy(), seq["point_masks"][0].numpy(),
+                     model(seq["images"])["depth"][0, 0, ..., 0].numpy()))
+    images, gt, _ = motorcycle_pair(width, model.config.patch_size)
+    rows.append(("Middlebury motorcycle", images[0], gt, gt > 0, model(images)["depth"][0, 0, ..., 0].numpy()))
+
+    fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.6 * len(rows)), squeeze=False)
+    for ax_row, (name, image, truth, valid, pred) in zip(axes, rows):
+        scaled = pred * np.median(truth[valid]) / max(np.median(pred[valid]), 1e-12) if valid.any() else pred
+        lo, hi = np.percentile(truth[valid], [2, 98]) if valid.any() else (scaled.min(), scaled.max())
+        ax_row[0].imshow(image.permute(1, 2, 0).numpy())
+        ax_row[1].imshow(np.where(valid, truth, np.nan), cmap="turbo_r", vmin=lo, vmax=hi)
+        ax_row[2].imshow(scaled, cmap="turbo_r", vmin=lo, vmax=hi)
+        ax_row[0].set_ylabel(name, fontsize=8)
+        for ax in ax_row:
+            ax.set_xticks([]), ax.set_yticks([])
+    for ax, title in zip(axes[0], ("image", "true depth", "predicted (median-scaled)")):
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(path)
 
 
 def _write_json(path: Path, data: dict) -> None:

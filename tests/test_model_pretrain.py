@@ -52,6 +52,7 @@ def test_pretrain_trains_evaluates_and_ships(mixed, tmp_path):
         assert model(torch.rand(2, 3, 56, 56))["depth"].shape == (1, 2, 56, 56, 1)
     card = cfg.ship.with_suffix(".md").read_text()
     assert f"{held['model']['abs_rel']:.3f}" in card and "Middlebury" in card and "float16" in card
+    assert (cfg.ship.parent / "tiny_examples.png").stat().st_size > 1000
 
     # rerunning resumes from the finished run: no more steps, same evaluation
     again = pretrain(cfg, mixed, progress=False)
