@@ -97,6 +97,8 @@ def pretrain(cfg: PretrainConfig, root: Path, progress: bool = True) -> dict:
     result = train(model, model.parameters(), make_loader(train_set, batch_size=cfg.batch_size), tcfg,
                    loss_fn=loss_fn, val_loader=make_loader(val_set, batch_size=cfg.batch_size, shuffle=False),
                    out_dir=cfg.out)
+    if result.status == "interrupted":
+        raise KeyboardInterrupt(result.message)     # the checkpoint is written; rerunning resumes
     if result.exit_code:
         raise RuntimeError(result.message)
     train_seconds = _train_seconds(cfg.out)

@@ -18,7 +18,9 @@ Calling ``train`` again with the same ``out_dir`` resumes from the latest checkp
 uninterrupted run exactly on CPU: the RNG state is restored, and the current epoch's shuffle is redrawn
 from the RNG state saved at that epoch's start before the already-used batches are skipped.
 A non-finite loss or gradient stops the run before it touches the weights; the checkpoints already
-written are kept and the result's ``exit_code`` is non-zero.
+written are kept and the result's ``exit_code`` is non-zero. SIGTERM or Ctrl-C (a farm's pre-emption, a
+user) ends the current step, writes a checkpoint and returns with ``exit_code`` 128 + the signal number;
+a second signal stops at once.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ import dataclasses
 import math
 import os
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,9 +76,9 @@ RUN_FIELDS = ("steps", "lr", "weight_decay", "warmup", "min_lr", "grad_clip", "a
 
 @dataclass
 class TrainResult:
-    status: str                          # "finished" or "nonfinite"
+    status: str                          # "finished", "nonfinite" or "interrupted"
     step: int                            # optimizer steps completed
-    exit_code: int                       # 0, or NONFINITE_EXIT_CODE
+    exit_code: int                       # 0, NONFINITE_EXIT_CODE, or 128 + signal number
     message: str
     last_checkpoint: Path | None
     last_loss: float | None
@@ -131,13 +135,21 @@ def train(model: torch.nn.Module, params: Iterable, train_loader, cfg: TrainConf
     status, message, last_loss, val = "finished", "", None, None
     started = time.perf_counter()
     model.train()
-    with _progress(cfg.progress, console) as progress, log, val_log:
+
+    def save_checkpoint(step: int) -> None:
+        checkpoints.save(step, {
+            "step": step, "model": _trainable_state(model, names), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "rng": _rng_state(), "epoch_rng": batches.epoch_rng,
+            "elapsed": elapsed + time.perf_counter() - started, "config": dataclasses.asdict(cfg), "trainable": names})
+
+    exit_code = 0
+    with _progress(cfg.progress, console) as progress, log, val_log, _StopRequests() as stop:
         task = progress.add_task("train", total=cfg.steps, completed=step, status="")
         while step < cfg.steps:
             loss_value, parts, grad_norm, problem = _forward_backward(model, batches, loss_fn, optimizer, cfg, device,
                                                                       autocast)
             if problem:
-                status = "nonfinite"
+                status, exit_code = "nonfinite", NONFINITE_EXIT_CODE
                 message = (f"stopped at step {step + 1}: {problem}; the weights are those after step {step}, "
                            f"last good checkpoint: {checkpoints.latest() or 'none yet'}")
                 console.print(f"[red]{message}[/red]")
@@ -154,16 +166,41 @@ def train(model: torch.nn.Module, params: Iterable, train_loader, cfg: TrainConf
             if val_loader is not None and ((cfg.val_every and step % cfg.val_every == 0) or step == cfg.steps):
                 val = _validate(model, val_loader, loss_fn, device, autocast)
                 val_log.write({"step": step, **val})
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                checkpoints.save(step, {
-                    "step": step, "model": _trainable_state(model, names), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": _rng_state(), "epoch_rng": batches.epoch_rng,
-                    "elapsed": seconds, "config": dataclasses.asdict(cfg), "trainable": names})
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop.signal:
+                save_checkpoint(step)
+            if stop.signal and step < cfg.steps:
+                status, exit_code = "interrupted", 128 + stop.signal
+                message = (f"stopped by {signal.Signals(stop.signal).name} after step {step}; checkpoint "
+                           f"{checkpoints.latest()}; run again to resume")
+                console.print(message)
+                break
     _plot_losses(log.rows, val_log.rows, out_dir / "loss.png")
     if status == "finished":
         message = f"finished {step} steps in {out_dir}"
-    return TrainResult(status=status, step=step, exit_code=0 if status == "finished" else NONFINITE_EXIT_CODE,
+    return TrainResult(status=status, step=step, exit_code=exit_code,
                        message=message, last_checkpoint=checkpoints.latest(), last_loss=last_loss, val=val)
+
+
+class _StopRequests:
+    """While training, SIGTERM and SIGINT ask for a clean stop at the end of the step (``signal`` holds
+    the first one); a second signal raises KeyboardInterrupt at once. Off the main thread (where Python
+    cannot install handlers) it does nothing."""
+
+    def __enter__(self):
+        self.signal, self._previous = None, {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def _trainable_groups(model: torch.nn.Module, params: Iterable) -> tuple[list[dict], list[str]]:

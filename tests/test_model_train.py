@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import signal
 
 import pytest
 import torch
@@ -165,6 +167,32 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(dataset, tmp_pa
     again = train(resumed, resumed.parameters(), make_loader(dataset, batch_size=batch_size), cfg,
                   out_dir=tmp_path / "resumed")  # already finished: nothing to do
     assert again.step == 7 and all(torch.equal(b[k], v) for k, v in snapshot(resumed).items())
+
+
+def test_sigterm_ends_the_step_checkpoints_and_the_rerun_finishes_the_same_run(dataset, tmp_path):
+    cfg = config(steps=6, checkpoint_every=100, seed=1)
+    straight = tiny_model()
+    train(straight, straight.parameters(), make_loader(dataset, batch_size=2), cfg, out_dir=tmp_path / "straight")
+
+    calls = []
+
+    def preempted(predictions, batch):        # the farm sends SIGTERM during step 3
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return vggt_loss(predictions, batch)
+
+    model = tiny_model()
+    result = train(model, model.parameters(), make_loader(dataset, batch_size=2), cfg, loss_fn=preempted,
+                   out_dir=tmp_path / "resumed")
+    assert (result.status, result.step, result.exit_code) == ("interrupted", 3, 128 + signal.SIGTERM)
+    assert "SIGTERM" in result.message and result.last_checkpoint.name == "step_00000003.pt"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL          # the handler is put back
+    resumed = tiny_model(seed=1)
+    assert train(resumed, resumed.parameters(), make_loader(dataset, batch_size=2), cfg,
+                 out_dir=tmp_path / "resumed").step == 6
+    a, b = snapshot(straight), snapshot(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_resuming_with_other_settings_is_refused(dataset, tmp_path):
