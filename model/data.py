@@ -10,8 +10,8 @@
     batch["intrinsics"]    [B,S,3,3]   pixels, pixel centres at integer coordinates
     batch["cam_points"], batch["world_points"]   [B,S,H,W,3]   (0 where there is no surface)
     batch["point_masks"]   [B,S,H,W]   bool, depth > 1e-8
-    batch["normals"]       [B,S,H,W,3] unit normals in each camera's frame (0 = no surface)
-    batch["instance_masks"] [B,S,H,W]  int32 instance ids (docs/format.md)
+    batch["normals"]       [B,S,H,W,3] unit normals in each camera's frame (0 = no surface)   } with
+    batch["instance_masks"] [B,S,H,W]  int32 instance ids (docs/format.md)                    } extras=True
     batch["ids"]           [B,S]       the view indices picked from the sample
     batch["seq_name"]      list of "attribute/pXXX/sXXXX"
 
@@ -52,10 +52,12 @@ class SynthSequences(Dataset):
     both sides must be multiples of 14. ``color_jitter`` (0 = off) is the strength of per-frame
     brightness, contrast and saturation factors drawn from ``[1 - j, 1 + j]``. ``normalize`` applies
     :func:`normalize_sequence` (camera-0 frame, unit mean point distance), as official training does.
+    ``extras`` adds the rendered normals and instance masks (the losses need neither; reading them
+    costs about a third of the loading time).
     """
 
     def __init__(self, partitions: Sequence[str | Path], num_frames: int, resolution: int | tuple[int, int] | None = None,
-                 seed: int = 0, color_jitter: float = 0.0, normalize: bool = True):
+                 seed: int = 0, color_jitter: float = 0.0, normalize: bool = True, extras: bool = False):
         if not partitions:
             raise ValueError("no partitions given (find_partitions found none?)")
         if num_frames < 1:
@@ -66,7 +68,7 @@ class SynthSequences(Dataset):
             resolution = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
             _check_patch_multiple(resolution, "resolution")
         self.num_frames, self.resolution, self.seed = num_frames, resolution, seed
-        self.color_jitter, self.normalize = color_jitter, normalize
+        self.color_jitter, self.normalize, self.extras = color_jitter, normalize, extras
         self.sample_dirs: list[Path] = []
         self.seq_names: list[str] = []
         for folder in partitions:
@@ -88,11 +90,11 @@ class SynthSequences(Dataset):
         sample = Sample(self.sample_dirs[index])
         ids = np.random.default_rng((self.seed, index, 0)).choice(sample.num_views, self.num_frames, replace=False)
         images, depths = sample.images[ids], sample.depths[ids]
-        normals, masks = sample.normals[ids], sample.masks[ids].astype(np.int32)
+        extras = {"normals": sample.normals[ids], "instance_masks": sample.masks[ids].astype(np.int32)} \
+            if self.extras else {}
         intrinsics, extrinsics = sample.intrinsics[ids].astype(np.float64), sample.extrinsics[ids].astype(np.float64)
         if self.resolution is not None and self.resolution != depths.shape[1:]:
-            images, depths, normals, masks, intrinsics = _resize_views(images, depths, normals, masks, intrinsics,
-                                                                       self.resolution)
+            images, depths, intrinsics, extras = _resize_views(images, depths, intrinsics, self.resolution, extras)
         images = images.astype(np.float32) / 255.0
         if self.color_jitter:
             images = _jitter_colors(images, self.color_jitter, np.random.default_rng((self.seed, index, 1)))
@@ -107,8 +109,7 @@ class SynthSequences(Dataset):
         return {"images": torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))),
                 **seq,
                 "intrinsics": torch.from_numpy(intrinsics).float(),
-                "normals": torch.from_numpy(normals),
-                "instance_masks": torch.from_numpy(masks),
+                **{k: torch.from_numpy(v) for k, v in extras.items()},
                 "ids": torch.from_numpy(ids).long(),
                 "seq_name": self.seq_names[index]}
 
@@ -175,24 +176,24 @@ def _check_patch_multiple(hw: tuple[int, int], what: str, hint: str = "") -> Non
         raise ValueError(f"{what} {tuple(hw)} must be positive multiples of the patch size {PATCH_SIZE}{hint}")
 
 
-def _resize_views(images, depths, normals, masks, intrinsics, hw: tuple[int, int]):
-    """Resize every view to ``hw``: colour by area averaging, per-pixel geometry and instance ids by
-    nearest neighbour (averaging would invent depths between surfaces). ``INTER_NEAREST_EXACT`` picks the
+def _resize_views(images, depths, intrinsics, hw: tuple[int, int], per_pixel: dict | None = None):
+    """Resize every view to ``hw``: colour by area averaging, depth and the ``per_pixel`` arrays (normals,
+    instance ids) by nearest neighbour (averaging would invent depths between surfaces). ``INTER_NEAREST_EXACT`` picks the
     source pixel under the target pixel's centre, matching the pixel-centre intrinsics below."""
     H, W = hw
     sx, sy = W / depths.shape[2], H / depths.shape[1]
     area, nearest = cv2.INTER_AREA, cv2.INTER_NEAREST_EXACT
     images = np.stack([cv2.resize(im, (W, H), interpolation=area) for im in images])
     depths = np.stack([cv2.resize(d, (W, H), interpolation=nearest) for d in depths])
-    normals = np.stack([cv2.resize(n, (W, H), interpolation=nearest) for n in normals])
-    masks = np.stack([cv2.resize(m, (W, H), interpolation=nearest) for m in masks])
+    per_pixel = {k: np.stack([cv2.resize(a, (W, H), interpolation=nearest) for a in v])
+                 for k, v in (per_pixel or {}).items()}
     intrinsics = intrinsics.copy()
     # Pixel centres sit at integers, so pixel edges at -0.5: scaling maps x -> (x + 0.5) s - 0.5.
     intrinsics[:, 0, 0] *= sx
     intrinsics[:, 1, 1] *= sy
     intrinsics[:, 0, 2] = (intrinsics[:, 0, 2] + 0.5) * sx - 0.5
     intrinsics[:, 1, 2] = (intrinsics[:, 1, 2] + 0.5) * sy - 0.5
-    return images, depths, normals, masks, intrinsics
+    return images, depths, intrinsics, per_pixel
 
 
 def _jitter_colors(images: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:

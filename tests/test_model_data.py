@@ -41,7 +41,7 @@ def test_find_partitions_lists_complete_ones_only(synth, tmp_path):
 
 def test_sequence_keys_shapes_and_dtypes(partitions):
     H, W, S = 28, 42, 2
-    ds = SynthSequences(partitions, num_frames=S, resolution=(H, W))
+    ds = SynthSequences(partitions, num_frames=S, resolution=(H, W), extras=True)
     assert len(ds) == 4
     seq = ds[3]
     expected = {"images": ((S, 3, H, W), torch.float32), "depths": ((S, H, W), torch.float32),
@@ -53,6 +53,9 @@ def test_sequence_keys_shapes_and_dtypes(partitions):
     for key, (shape, dtype) in expected.items():
         assert tuple(seq[key].shape) == shape and seq[key].dtype == dtype, key
     assert seq["seq_name"] == "mixed/p001/s0001"
+    plain = SynthSequences(partitions, num_frames=S, resolution=(H, W))[3]   # no extras: the rest is identical
+    assert set(plain) == set(seq) - {"normals", "instance_masks"}
+    assert all(torch.equal(plain[k], seq[k]) for k in plain if k != "seq_name")
     assert 0.0 <= seq["images"].min() and seq["images"].max() <= 1.0
     assert torch.equal(seq["point_masks"], seq["depths"] > 1e-8)
     assert seq["point_masks"].float().mean() > 0.5
@@ -160,8 +163,7 @@ def test_area_resized_image_and_intrinsics_stay_aligned():
     blob = np.exp(-((u - u0) ** 2 + (v - v0) ** 2) / (2 * 3.0 ** 2))
     image = np.repeat((255 * blob).astype(np.float32)[None, ..., None], 3, axis=-1)
     zeros = np.zeros((1, H, W), np.float32)
-    images, _, _, _, K_new = _resize_views(image, zeros, np.zeros((1, H, W, 3), np.float32),
-                                           np.zeros((1, H, W), np.int32), K, new_hw)
+    images, _, K_new, _ = _resize_views(image, zeros, K, new_hw)
     weights = images[0, ..., 0].astype(np.float64)
     vv, uu = np.mgrid[0:new_hw[0], 0:new_hw[1]]
     centroid = (weights * uu).sum() / weights.sum(), (weights * vv).sum() / weights.sum()
