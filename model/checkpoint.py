@@ -110,4 +110,7 @@ def save_checkpoint(model: torch.nn.Module, path: str | Path, dtype: torch.dtype
         meta["config"] = json.dumps(config.to_dict())
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     save_file(state, str(tmp), metadata=meta)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)      # safetensors creates 0600 files; a shipped model must be readable
     tmp.replace(path)

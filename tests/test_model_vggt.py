@@ -1,6 +1,7 @@
 """The model against the official one: keys and shapes of VGGT-1B, parameter counts, and every output
 of two small official configurations (fixtures computed with the official code, random weights)."""
 import json
+import os
 
 import pytest
 import torch
@@ -168,7 +169,13 @@ def test_saved_model_rebuilds_from_its_own_file(tmp_path):
     torch.manual_seed(1)
     model = VGGT(VGGTConfig.preset("tiny")).eval()
     path = tmp_path / "tiny.safetensors"
-    save_checkpoint(model, path, extra={"note": "test"})
+    old_umask = os.umask(0o022)
+    try:
+        save_checkpoint(model, path, extra={"note": "test"})
+    finally:
+        os.umask(old_umask)
+    assert path.stat().st_mode & 0o777 == 0o644       # readable by others, like any shipped file
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny.safetensors"]
     again = load_model(path).eval()
     assert again.config == model.config
     images = torch.rand(2, 3, 28, 28)
