@@ -9,6 +9,7 @@ a model card next to them.
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
 import functools
 import json
@@ -101,7 +102,7 @@ def pretrain(cfg: PretrainConfig, root: Path, progress: bool = True) -> dict:
         raise KeyboardInterrupt(result.message)     # the checkpoint is written; rerunning resumes
     if result.exit_code:
         raise RuntimeError(result.message)
-    train_seconds = _train_seconds(cfg.out)
+    train_seconds, final_loss = _training_log_summary(cfg.out)
     if cfg.ship is not None:
         # The shipped file holds float16 weights (half the size); evaluate exactly what ships.
         model.to(SHIP_DTYPE).float()
@@ -109,7 +110,7 @@ def pretrain(cfg: PretrainConfig, root: Path, progress: bool = True) -> dict:
     metrics = {
         "held_out_renders": evaluate_on_sequences(model, val_set),
         "middlebury_motorcycle": evaluate_on_motorcycle(model, width=cfg.resolution),
-        "train": {"steps": result.step, "final_loss": result.last_loss, "seconds": train_seconds,
+        "train": {"steps": result.step, "final_loss": final_loss, "seconds": train_seconds,
                   "sequences": len(train_set), "held_out_sequences": len(val_set),
                   "train_partitions": len(train_parts), "held_out_partitions": len(val_parts),
                   "views_per_sequence": cfg.frames, "resolution": cfg.resolution, "batch_size": cfg.batch_size,
@@ -127,13 +128,18 @@ def pretrain(cfg: PretrainConfig, root: Path, progress: bool = True) -> dict:
     return metrics
 
 
-def _train_seconds(out: Path) -> float | None:
+def _training_log_summary(out: Path, last: int = 100) -> tuple[float | None, float | None]:
+    """(training seconds, mean loss over the last ``last`` steps) from the run's log.csv; a single step's
+    loss is too noisy to report, and a resumed, already finished run has no "last step" of its own."""
     log = out / "log.csv"
     if not log.exists():
-        return None
-    last = log.read_text().strip().splitlines()[-1].split(",")
-    header = log.read_text().splitlines()[0].split(",")
-    return float(last[header.index("seconds")]) if "seconds" in header else None
+        return None, None
+    with open(log, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return None, None
+    tail = [float(r["loss"]) for r in rows[-last:]]
+    return float(rows[-1]["seconds"]), sum(tail) / len(tail)
 
 
 def model_card(m: dict, path: Path) -> str:
@@ -163,7 +169,7 @@ def model_card(m: dict, path: Path) -> str:
         f"- {t['train_partitions']} mixed partitions ({t['sequences']} sequences) for training, "
         f"{t['held_out_partitions']} held out ({t['held_out_sequences']} sequences)",
         f"- {t['steps']} AdamW steps, lr {m['pretrain_config']['lr']} (warm-up then cosine), "
-        f"final training loss {fmt(t['final_loss'])}",
+        f"training loss (mean of the last 100 steps) {fmt(t['final_loss'])}",
         f"- wall time {hours} on {t['threads']} CPU threads ({t['cpu']})",
         "",
         "## Metrics (median-scaled depth; cameras relative to frame 0)",
