@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-GENERATOR_VERSION = "attrspace-synth-1"
+GENERATOR_VERSION = "attrspace-synth-2"  # 2: wide baselines for mixed
 ATTRIBUTES = ("texture", "geometry", "camera", "lighting")
 RENDER_ATTRIBUTES = ATTRIBUTES + ("mixed",)
 

@@ -89,6 +89,8 @@ def test_partition_attribute_spans_its_range():
     baselines = [c.baseline for c in cams]
     assert max(baselines) / min(baselines) > 30  # micro to wide
     assert len({c.rig for c in cams}) >= 4
+    mixed = [G.sample_spec("mixed", k, 0, 0, views=4).camera.baseline for k in range(n)]
+    assert np.median(mixed) > 0.2 and np.median(baselines) < np.median(mixed)  # pretraining data: wide
     lights = [G.sample_spec("lighting", 0, k, 0, views=2).lighting for k in range(n)]
     assert len({len(l.lights) for l in lights}) >= 3
     assert {li.kind for l in lights for li in l.lights} >= {"area", "point"}
