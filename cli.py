@@ -85,7 +85,7 @@ def pretrain(
     partitions: int = typer.Option(96, help="mixed partitions to render (or reuse); the last --held-out are held out"),
     held_out: int = typer.Option(8, help="partitions kept for evaluation"),
     preset: str = typer.Option("small", help="model preset (model.VGGTConfig.preset)"),
-    steps: int = typer.Option(3000, help="optimizer steps"),
+    steps: int = typer.Option(5000, help="optimizer steps"),
     batch_size: int = typer.Option(2, help="sequences per step"),
     frames: int = typer.Option(4, help="views per sequence"),
     resolution: int = typer.Option(126, help="training width = height (a multiple of the patch size)"),

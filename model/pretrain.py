@@ -42,7 +42,7 @@ class PretrainConfig:
     frames: int = 4                     # views per training sequence
     resolution: int = 126
     batch_size: int = 2
-    steps: int = 3000
+    steps: int = 5000
     lr: float = 3e-4                    # from scratch: higher than the official fine-tuning 5e-5
     warmup: float = 0.05
     weight_decay: float = 0.05
@@ -228,7 +228,7 @@ def example_figure(model, val_set, width: int, path: Path, sequences: int = 3) -
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=90)
+    fig.savefig(tmp, dpi=72)
     plt.close(fig)
     tmp.replace(path)
 
