@@ -10,7 +10,7 @@ import pytest
 import torch
 import trimesh
 
-from conftest import cli
+from conftest import ROOT, cli
 from model import VGGT, VGGTConfig, save_checkpoint
 from model.predict import (Prediction, PredictError, find_images, fused_points, load_images, model_input_size,
                            write_outputs)
@@ -130,6 +130,16 @@ def test_cli_predict_end_to_end(tmp_path, tiny_checkpoint):
     R = np.asarray(cams["frames"][1]["w2c"])[:, :3]
     np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-5)
     assert len(trimesh.load(out / "points.ply").vertices) == pytest.approx(0.5 * 3 * 42 * 56, abs=3)
+
+
+def test_cli_predict_uses_the_shipped_model_by_default(tmp_path):
+    shipped = ROOT / "assets" / "vggt_small.safetensors"
+    assert shipped.is_file() and (ROOT / "assets" / "vggt_small.md").is_file()
+    image = write_image(tmp_path / "a.png", np.random.default_rng(0).integers(0, 255, (84, 126, 3), dtype=np.uint8))
+    r = cli("predict", str(image), str(image), "--out", str(tmp_path / "pred"), "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    cams = json.loads((tmp_path / "pred" / "cameras.json").read_text())
+    assert (cams["width"], cams["height"]) == (126, 84)                       # the small model's width
 
 
 @pytest.mark.parametrize("setup, needle", [
