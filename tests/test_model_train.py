@@ -240,3 +240,39 @@ def test_non_finite_values_stop_training_and_keep_the_last_good_checkpoint(datas
         assert torch.equal(saved[name], param), name
     assert [int(r["step"]) for r in read_csv(tmp_path / "log.csv")] == [1, 2, 3, 4]
     assert (tmp_path / "loss.png").exists()
+
+
+def test_peft_lora_adapters_on_our_vggt_train_alone_and_resume(dataset, tmp_path):
+    """The trainer with peft adapters on the real (tiny) VGGT: only the LoRA matrices move, the
+    checkpoint holds only them, and an interrupted run resumes to the same adapters."""
+    peft = pytest.importorskip("peft")
+    from model import VGGT, VGGTConfig
+
+    def lora_vggt():
+        torch.manual_seed(0)
+        linears = r"aggregator\.(frame|global)_blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)"
+        config = peft.LoraConfig(r=2, lora_alpha=4, target_modules=linears)
+        return peft.get_peft_model(VGGT(VGGTConfig.preset("tiny")), config)
+
+    def adapters(model):
+        return [p for n, p in model.named_parameters() if "lora_" in n]
+
+    model = lora_vggt()
+    before = snapshot(model)
+    cfg = config(steps=4, lr=1e-2, checkpoint_every=2)
+    result = train(model, adapters(model), make_loader(dataset, batch_size=2), cfg, out_dir=tmp_path / "straight")
+    assert result.status == "finished" and math.isfinite(result.last_loss)
+    after = snapshot(model)
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all("lora_" in k for k in moved)
+    assert any("lora_B" in k for k in moved)                       # B starts at zero: the update is real
+    saved = torch.load(result.last_checkpoint, weights_only=False)["model"]
+    assert len(saved) == len(adapters(model)) == 4 * 2 * 2 * 2     # 4 linears x 2 blocks x frame/global x A/B
+
+    again = lora_vggt()
+    with pytest.raises(Interrupt):
+        train(again, adapters(again), make_loader(dataset, batch_size=2), cfg, loss_fn=interrupting(3),
+              out_dir=tmp_path / "resumed")
+    again = lora_vggt()
+    train(again, adapters(again), make_loader(dataset, batch_size=2), cfg, out_dir=tmp_path / "resumed")
+    assert all(torch.equal(after[k], v) for k, v in snapshot(again).items())
