@@ -40,6 +40,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise
     except Exception as exc:  # corrupt or truncated file: say which, not where in the parser it broke
         raise CheckpointError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
+    if isinstance(state, dict) and {"step", "model", "optimizer"} <= state.keys():
+        state = state["model"]  # a checkpoint of our trainer: its trained tensors (and buffers)
     for key in _CONTAINER_KEYS:
         if isinstance(state, dict) and isinstance(state.get(key), dict) and len(state) <= 4:
             state = state[key]

@@ -28,6 +28,7 @@ import csv
 import dataclasses
 import math
 import os
+import pickle
 import random
 import signal
 import threading
@@ -356,8 +357,13 @@ class _Checkpoints:
 
     def load_latest(self, device: torch.device) -> dict | None:
         path = self.latest()
-        # weights_only=False: the RNG states hold numpy arrays; these files are our own
-        return None if path is None else torch.load(path, map_location=device, weights_only=False)
+        if path is None:
+            return None
+        try:
+            return torch.load(path, map_location=device, weights_only=True)
+        except pickle.UnpicklingError:
+            # written before RNG states were stored as tensors (numpy arrays inside); our own file
+            return torch.load(path, map_location=device, weights_only=False)
 
     def save(self, step: int, state: dict) -> None:
         path = self.folder / f"step_{step:08d}.pt"
@@ -445,13 +451,19 @@ def _seed_everything(seed: int) -> None:
 
 
 def _rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+    # numpy's key array is stored as a tensor so that checkpoints load with torch.load(weights_only=True)
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": random.getstate(),
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+            "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 
 def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    keys = keys.cpu().numpy() if torch.is_tensor(keys) else keys
+    np.random.set_state((kind, keys.astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"].cpu())
     if state["cuda"] and torch.cuda.is_available():  # a CUDA run resumed on CPU continues, just not bit-exact
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from conftest import render_mixed
+from model.checkpoint import load_checkpoint
 from model.data import SynthSequences, find_partitions, make_loader
 from model.losses import vggt_loss
 from model.train import NONFINITE_EXIT_CODE, TrainConfig, lr_factor, train
@@ -88,6 +89,17 @@ def test_loss_goes_down_and_logs_are_written(dataset, tmp_path):
     assert result.val["loss"] == pytest.approx(float(read_csv(tmp_path / "val.csv")[-1]["loss"]))
     assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert result.last_checkpoint == tmp_path / "checkpoints" / "step_00000040.pt"
+
+
+def test_a_trainer_checkpoint_is_safe_to_load_and_gives_the_trained_weights(dataset, tmp_path):
+    model = tiny_model()
+    result = train(model, model.parameters(), make_loader(dataset, batch_size=2), config(steps=3), out_dir=tmp_path)
+    state = torch.load(result.last_checkpoint, weights_only=True)  # no pickled code: safe for others' files
+    assert state["step"] == 3
+    fresh = tiny_model(seed=1)
+    assert load_checkpoint(fresh, result.last_checkpoint) == {"missing": [], "unexpected": [], "mismatched": []}
+    for key, value in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
 
 
 def test_learning_rate_warms_up_then_decays_by_cosine(dataset, tmp_path):
