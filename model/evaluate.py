@@ -75,8 +75,14 @@ def evaluate_on_sequences(model, dataset, device="cpu", max_sequences: int | Non
             rows[who].append({"abs_rel": np.nanmean([r["abs_rel"] for r in per_view]),
                               "delta1": np.nanmean([r["delta1"] for r in per_view]),
                               **camera_errors(cams, gt_w2c)})
-    return {who: {k: float(np.nanmean([r[k] for r in rs])) for k in rs[0]} | {"sequences": len(rs)}
-            for who, rs in rows.items()}
+    result = {who: {k: float(np.nanmean([r[k] for r in rs])) for k in rs[0]} | {"sequences": len(rs)}
+              for who, rs in rows.items()}
+    # Paired view of the same numbers: on how many sequences the model's depth beats the baseline's, so a
+    # mean difference carried by a few sequences is told apart from a consistent one.
+    pairs = list(zip(rows["model"], rows["baseline"]))
+    result["model"]["abs_rel_wins"] = int(sum(m["abs_rel"] < b["abs_rel"] for m, b in pairs))
+    result["model"]["delta1_wins"] = int(sum(m["delta1"] > b["delta1"] for m, b in pairs))
+    return result
 
 
 def motorcycle_pair(width: int, patch: int = 14):

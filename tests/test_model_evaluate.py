@@ -3,8 +3,10 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
-from model.evaluate import camera_errors, depth_errors, identity_cameras, motorcycle_pair
+from model.evaluate import camera_errors, depth_errors, evaluate_on_sequences, identity_cameras, motorcycle_pair
+from model.pose import extrinsics_intrinsics_to_pose_encoding
 
 
 def rot_z(deg):
@@ -53,3 +55,43 @@ def test_motorcycle_pair_has_metric_depth_and_the_stereo_baseline():
     # disparities 7..60 px at f = 995 px, B = 193 mm, doffs 31 px: depths between ~2.1 m and ~5 m
     assert 2000 < known.min() < known.max() < 5100
     assert gt_w2c[1, 0, 3] == pytest.approx(-193.001) and np.allclose(gt_w2c[1, :, :3], np.eye(3))
+
+
+class _Oracle(torch.nn.Module):
+    """Returns a fixed answer (the ground truth of the sequence it is shown, or a flat guess)."""
+
+    def __init__(self, answers):
+        super().__init__()
+        self.answers = iter(answers)
+
+    def forward(self, images):
+        return next(self.answers)
+
+
+def _sequences(n, rng):
+    out = []
+    for _ in range(n):
+        depths = torch.from_numpy(rng.uniform(1, 4, size=(3, 14, 14))).float()
+        R = torch.stack([torch.from_numpy(rot_z(a)).float() for a in (0, 10, 25)])
+        t = torch.tensor([[0, 0, 0], [0.3, 0, 0], [0.5, 0.1, 0]], dtype=torch.float32)[..., None]
+        K = torch.tensor([[20.0, 0, 6.5], [0, 20.0, 6.5], [0, 0, 1]]).expand(3, 3, 3)
+        out.append({"images": torch.rand(3, 3, 14, 14), "depths": depths, "point_masks": depths > 0,
+                    "extrinsics": torch.cat([R, t], dim=2), "intrinsics": K})
+    return out
+
+
+def test_evaluation_on_sequences_scores_a_perfect_and_a_flat_predictor():
+    seqs = _sequences(4, np.random.default_rng(1))
+    perfect = [{"depth": s["depths"][None, ..., None],
+                "pose_enc": extrinsics_intrinsics_to_pose_encoding(s["extrinsics"][None], s["intrinsics"][None], (14, 14))}
+               for s in seqs]
+    res = evaluate_on_sequences(_Oracle(perfect), seqs)
+    assert res["model"]["abs_rel"] == pytest.approx(0, abs=1e-6) and res["model"]["delta1"] == 1.0
+    assert res["model"]["rot_deg"] == pytest.approx(0, abs=1e-2) and res["model"]["trans_rel"] == pytest.approx(0, abs=1e-4)
+    assert res["baseline"]["rot_deg"] == pytest.approx((10 + 25) / 2)
+    assert res["model"]["abs_rel_wins"] == 4 and res["model"]["delta1_wins"] == 4 and res["model"]["sequences"] == 4
+
+    flat = [{"depth": torch.full((1, 3, 14, 14, 1), 2.0), "pose_enc": p["pose_enc"]} for p in perfect]
+    res = evaluate_on_sequences(_Oracle(flat), seqs)
+    assert res["model"]["abs_rel"] == pytest.approx(res["baseline"]["abs_rel"])
+    assert res["model"]["abs_rel_wins"] == 0 and res["model"]["delta1_wins"] == 0   # a tie is not a win
