@@ -40,17 +40,21 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise
     except Exception as exc:  # corrupt or truncated file: say which, not where in the parser it broke
         raise CheckpointError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
-    if isinstance(state, dict) and {"step", "model", "optimizer"} <= state.keys():
-        state = state["model"]  # a checkpoint of our trainer: its trained tensors (and buffers)
+    # A state dict holds tensors only; anything else around a `model`/`state_dict` entry is a wrapper
+    # (other trainers' checkpoints, and ours with step, optimizer and RNG states beside the weights).
     for key in _CONTAINER_KEYS:
-        if isinstance(state, dict) and isinstance(state.get(key), dict) and len(state) <= 4:
+        if isinstance(state, dict) and not _tensors_only(state) and isinstance(state.get(key), dict):
             state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not _tensors_only(state):
         raise CheckpointError(f"{path}: not a state dict of tensors")
     # DataParallel/DDP checkpoints prefix every key with "module.".
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state
+
+
+def _tensors_only(state) -> bool:
+    return isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
 
 
 def read_config(path: str | Path) -> VGGTConfig | None:

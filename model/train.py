@@ -28,7 +28,6 @@ import csv
 import dataclasses
 import math
 import os
-import pickle
 import random
 import signal
 import threading
@@ -357,13 +356,7 @@ class _Checkpoints:
 
     def load_latest(self, device: torch.device) -> dict | None:
         path = self.latest()
-        if path is None:
-            return None
-        try:
-            return torch.load(path, map_location=device, weights_only=True)
-        except pickle.UnpicklingError:
-            # written before RNG states were stored as tensors (numpy arrays inside); our own file
-            return torch.load(path, map_location=device, weights_only=False)
+        return None if path is None else torch.load(path, map_location=device, weights_only=True)
 
     def save(self, step: int, state: dict) -> None:
         path = self.folder / f"step_{step:08d}.pt"
@@ -462,8 +455,7 @@ def _rng_state() -> dict:
 def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     kind, keys, pos, has_gauss, cached = state["numpy"]
-    keys = keys.cpu().numpy() if torch.is_tensor(keys) else keys
-    np.random.set_state((kind, keys.astype(np.uint32), pos, has_gauss, cached))
+    np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"].cpu())
     if state["cuda"] and torch.cuda.is_available():  # a CUDA run resumed on CPU continues, just not bit-exact
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
