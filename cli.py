@@ -1,8 +1,6 @@
 """AttrSpace command line: a thin layer over the packages (see README.md)."""
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -40,28 +38,18 @@ def render(
     shard: Optional[str] = typer.Option(None, help="I/N: render the I-th of N slices (default: SLURM array vars)"),
     first_partition: int = typer.Option(0, help="index of the first partition"),
     textures: Optional[Path] = typer.Option(None, help="folder of texture images to mix into the materials"),
+    generator_config: Optional[Path] = typer.Option(None, help="JSON file of generator ranges overriding the "
+                                                              "preset's (docs/attributes.md)"),
 ) -> None:
     """Render attribute-controlled partitions with Blender (resumable; farm-shardable)."""
-    from render.generator import GeneratorConfig
-    from render.jobs import JobError, RenderJob, parse_shard, run
+    from render.jobs import JobError, parse_shard, run
     from render.dataset import PartitionError
-    from render.spec import RenderSettings
+    from render.presets import preset_job
 
-    presets = json.loads((ASSETS / "render_presets.json").read_text())
-    if preset not in presets:
-        fail(f"--preset {preset!r}: unknown; choose one of {', '.join(presets)}")
-    pre = presets[preset]
-    res = resolution if resolution is not None else pre["resolution"]
-    gen = GeneratorConfig.light() if pre["generator"] == "light" else GeneratorConfig()
-    if textures is not None:
-        gen = dataclasses.replace(gen, texture_dir=str(textures))
     try:
-        job = RenderJob(attribute=attribute, partitions=partitions,
-                        samples=samples if samples is not None else pre["samples"],
-                        views=views if views is not None else pre["views"], out=out,
-                        settings=RenderSettings(width=res, height=res, spp=spp if spp is not None else pre["spp"],
-                                                denoise=denoise if denoise is not None else pre["denoise"]),
-                        seed=seed, jitter=jitter, generator=gen, first_partition=first_partition)
+        job = preset_job(attribute, partitions, out, preset, samples=samples, views=views, resolution=resolution,
+                         spp=spp, denoise=denoise, seed=seed, jitter=jitter, first_partition=first_partition,
+                         textures=textures, generator_file=generator_config)
         shard_ix = parse_shard(shard)
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
         from render.jobs import shard_items
@@ -97,14 +85,14 @@ def pretrain(
 ) -> None:
     """Pretrain a small VGGT from scratch on mixed renders (CPU-scale), evaluate it and write a model card."""
     from render.dataset import PartitionError
-    from model.pretrain import PretrainConfig, pretrain as run_pretrain, render_data
+    from apps.pretrain import PretrainConfig, pretrain as run_pretrain, render_data
 
     cfg = PretrainConfig(data=data, partitions=partitions, held_out=held_out, preset=preset, steps=steps,
                          batch_size=batch_size, frames=frames, resolution=resolution, lr=lr, seed=seed, out=out,
                          ship=ship)
     try:
         if render:
-            root = render_data(cfg, json.loads((ASSETS / "render_presets.json").read_text()))
+            root = render_data(cfg)
         else:
             root = data / "mixed"
         metrics = run_pretrain(cfg, root)
@@ -135,7 +123,7 @@ def predict(
     import torch
     from model import VGGTConfig, load_model
     from model.checkpoint import CheckpointError
-    from model.predict import PredictError, find_images, load_images, predict as run_predict, write_outputs
+    from apps.predict import PredictError, find_images, load_images, predict as run_predict, write_outputs
 
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     try:

@@ -7,12 +7,13 @@ header metadata ("config"), so `load_model` can rebuild the right architecture f
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+
+from common.atomic import atomic_path
 
 from .config import VGGTConfig
 
@@ -106,17 +107,11 @@ def load_model(path: str | Path, config: VGGTConfig | None = None, strict: bool 
 def save_checkpoint(model: torch.nn.Module, path: str | Path, dtype: torch.dtype | None = None,
                     extra: dict[str, str] | None = None) -> None:
     """Write the model's weights (optionally cast, e.g. to float16 to ship) with its config, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
              for k, v in model.state_dict().items()}
     meta = dict(extra or {})
     config = getattr(model, "config", None)
     if isinstance(config, VGGTConfig):
         meta["config"] = json.dumps(config.to_dict())
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(state, str(tmp), metadata=meta)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)      # safetensors creates 0600 files; a shipped model must be readable
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)

@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .layers import sincos_1d
+
 # ---------------------------------------------------------------------------------------------
 # Output activations
 # ---------------------------------------------------------------------------------------------
@@ -42,19 +44,6 @@ _CONF_ACTIVATIONS = {
 # Sin/cos embedding of normalised image coordinates
 # ---------------------------------------------------------------------------------------------
 
-def _sincos_1d(channels: int, pos: torch.Tensor, omega_0: float) -> torch.Tensor:
-    """[M] positions -> [M, channels]: channels/2 sines then channels/2 cosines.
-
-    Frequencies and phases are computed in float64 (float32 on MPS, which has no float64) and the
-    result is cast to float32, as the official weights were trained with.
-    """
-    wide = torch.float32 if pos.device.type == "mps" else torch.float64
-    k = torch.arange(channels // 2, dtype=wide, device=pos.device)
-    omega = 1.0 / omega_0 ** (k / (channels / 2.0))
-    phase = pos.reshape(-1, 1).to(wide) * omega[None]
-    return torch.cat([phase.sin(), phase.cos()], dim=1).float()
-
-
 def uv_embedding(height: int, width: int, channels: int, aspect: float, device=None,
                  omega_0: float = 100.0) -> torch.Tensor:
     """Sin/cos embedding [channels, height, width] of a centred UV grid.
@@ -68,7 +57,7 @@ def uv_embedding(height: int, width: int, channels: int, aspect: float, device=N
     u = torch.linspace(-span_u * (width - 1) / width, span_u * (width - 1) / width, width, device=device)
     v = torch.linspace(-span_v * (height - 1) / height, span_v * (height - 1) / height, height, device=device)
     vv, uu = torch.meshgrid(v, u, indexing="ij")  # [height, width] each
-    emb = torch.cat([_sincos_1d(channels // 2, uu, omega_0), _sincos_1d(channels // 2, vv, omega_0)], dim=1)
+    emb = torch.cat([sincos_1d(channels // 2, uu, omega_0), sincos_1d(channels // 2, vv, omega_0)], dim=1)
     return emb.reshape(height, width, channels).permute(2, 0, 1)
 
 

@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .dpt import DPTHead
+from .layers import Mlp, sincos_1d
 
 # ---------------------------------------------------------------------------------------------
 # Sampling helpers
@@ -75,20 +76,11 @@ def flow_embedding(flows: torch.Tensor, channels: int) -> torch.Tensor:
     return torch.cat(parts, dim=-1)
 
 
-def _sincos_1d(channels: int, pos: torch.Tensor, omega_0: float = 10000.0) -> torch.Tensor:
-    """[M] -> [M, channels]: channels/2 sines then channels/2 cosines (float64 math, float32 out)."""
-    wide = torch.float32 if pos.device.type == "mps" else torch.float64
-    k = torch.arange(channels // 2, dtype=wide, device=pos.device)
-    omega = 1.0 / omega_0 ** (k / (channels / 2.0))
-    phase = pos.reshape(-1, 1).to(wide) * omega[None]
-    return torch.cat([phase.sin(), phase.cos()], dim=1).float()
-
-
 def grid_sincos_embedding(channels: int, h: int, w: int, device=None) -> torch.Tensor:
     """2-D sin/cos embedding [1, channels, h, w] of integer pixel positions: x half, then y half."""
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=device),
                             torch.arange(w, dtype=torch.float32, device=device), indexing="ij")
-    emb = torch.cat([_sincos_1d(channels // 2, xs), _sincos_1d(channels // 2, ys)], dim=1)
+    emb = torch.cat([sincos_1d(channels // 2, xs), sincos_1d(channels // 2, ys)], dim=1)
     return emb.reshape(1, h, w, channels).permute(0, 3, 1, 2)
 
 
@@ -138,20 +130,6 @@ class CorrelationPyramid:
 # ---------------------------------------------------------------------------------------------
 # Update transformer
 # ---------------------------------------------------------------------------------------------
-
-
-class Mlp(nn.Module):
-    """fc1 -> GELU -> fc2. The exact (erf) GELU everywhere: the tanh approximation, which the
-    CoTracker lineage uses in its attention blocks, does not match the fixtures."""
-
-    def __init__(self, in_features: int, hidden_features: int, out_features: int | None = None):
-        super().__init__()
-        self.fc1 = nn.Linear(in_features, hidden_features)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_features, out_features or in_features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class SelfAttnBlock(nn.Module):

@@ -3,7 +3,7 @@
 
 The DPT heads (depth, points) live in dpt.py and the tracker in track_head.py. Module and parameter
 names follow the official checkpoint so that its state dict loads unchanged; the numbers are checked
-against fixtures produced by the official code (tests/test_model_parity.py).
+against fixtures produced by the official code (tests/test_model_vggt.py, docs/model.md).
 
 Shapes: B sequences, S frames, P tokens per frame, C channels; images are [B,S,3,H,W] in [0,1].
 """
@@ -18,6 +18,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .config import VGGTConfig
 from .dpt import DPTHead
+from .layers import Mlp
 from .track_head import TrackHead
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -59,17 +60,6 @@ def patch_positions(n: int, rows: int, cols: int, special: int, device) -> torch
 # ---------------------------------------------------------------------------------------------
 # Transformer block
 # ---------------------------------------------------------------------------------------------
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int, out: int | None = None, bias: bool = True):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden, bias=bias)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, out or dim, bias=bias)
-
-    def forward(self, x):
-        return self.fc2(self.act(self.fc1(x)))
-
 
 class LayerScale(nn.Module):
     def __init__(self, dim: int, init: float):

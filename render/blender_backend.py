@@ -6,7 +6,7 @@ whose samples share geometry reuses it; Cycles' persistent data then keeps its B
 ``render(spec)`` renders every view into one multilayer EXR each (beauty, z-depth, object index and a
 geometric-normal AOV) and returns numpy arrays.
 
-Blender facts this relies on (bpy 5.0, measured, see ../shared/reference/facts.md): the Depth pass is
+Blender facts this relies on (bpy 5.0, measured): the Depth pass is
 camera-plane z from the first sample (background 1e10); Object Index likewise; pixels are not readable
 from ``Render Result`` in background mode, hence the EXR round trip; bpy is used from the main thread only.
 """
@@ -18,26 +18,18 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 
 import bpy  # noqa: F401  (the one place it is imported)
 import numpy as np
 import OpenEXR
 
 from . import camera as cam
+from .files import ViewPixels
 from .geometry import ROOM_UIDS, Mesh, room_meshes, shape_mesh
 from .spec import Light, Material, RenderSettings, SceneSpec, Shape
 
 NORMAL_AOV = "gnormal"
 BACKGROUND_Z = 1e9  # Blender writes 1e10 where a ray leaves the scene
-
-
-@dataclass
-class ViewPixels:
-    rgb_linear: np.ndarray  # [H,W,3] float32, scene-referred linear RGB
-    depth: np.ndarray  # [H,W] float32 z-depth, 0 where no surface
-    normal_world: np.ndarray  # [H,W,3] float32 unit geometric normals (world), 0 on background
-    index: np.ndarray  # [H,W] uint16 instance ids, 0 on background
 
 
 class BlenderRenderer:

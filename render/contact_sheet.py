@@ -2,26 +2,15 @@
 normals — so a person sees at a glance which attribute varies down the rows."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from common.atomic import write_bytes
+from common.images import depth_to_color, encode_png
+
 from .dataset import Sample
-
-
-def depth_to_color(depth: np.ndarray) -> np.ndarray:
-    """Turbo-coloured inverse depth (near = warm), black where there is no surface."""
-    valid = depth > 0
-    out = np.zeros(depth.shape + (3,), np.uint8)
-    if valid.any():
-        inv = np.where(valid, 1.0 / np.maximum(depth, 1e-6), 0)
-        lo, hi = np.percentile(inv[valid], [2, 98])
-        t = np.clip((inv - lo) / max(hi - lo, 1e-9), 0, 1)
-        out = cv2.applyColorMap((t * 255).astype(np.uint8), cv2.COLORMAP_TURBO)[..., ::-1].copy()
-        out[~valid] = 0
-    return out
 
 
 def normal_to_color(normal: np.ndarray) -> np.ndarray:
@@ -43,7 +32,4 @@ def make_contact_sheet(samples: list[Sample], title: str, max_rows: int = 12, ti
 
 
 def write_contact_sheet(path: Path, samples: list[Sample], title: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    cv2.imwrite(str(tmp), make_contact_sheet(samples, title)[..., ::-1])
-    tmp.replace(path)
+    write_bytes(path, encode_png(make_contact_sheet(samples, title)))

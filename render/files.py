@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
+
+from common.atomic import atomic_path
+from common.images import encode_png
 
 from . import camera as cam
 from .spec import SceneSpec
@@ -50,44 +51,36 @@ def linear_to_srgb8(rgb: np.ndarray) -> np.ndarray:
     return np.rint(s * 255.0).astype(np.uint8)
 
 
+@dataclass
+class ViewPixels:
+    """One rendered view, as a renderer hands it to :func:`write_sample`."""
+    rgb_linear: np.ndarray  # [H,W,3] float32, scene-referred linear RGB
+    depth: np.ndarray  # [H,W] float32 z-depth, 0 where no surface
+    normal_world: np.ndarray  # [H,W,3] float32 unit geometric normals (world), 0 on background
+    index: np.ndarray  # [H,W] uint16 instance ids, 0 on background
+
+
 def write_sample(final_dir: Path, spec: SceneSpec, pixels: list, width: int, height: int) -> None:
     """Write one sample into a temporary sibling folder, then rename it into place: a sample folder
-    either is complete or does not exist. ``pixels``: one ``ViewPixels`` per view."""
-    final_dir = Path(final_dir)
-    tmp = final_dir.with_name(f".{final_dir.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    for sub in ("rgb", "depth", "normal", "mask"):
-        (tmp / sub).mkdir(parents=True)
-    frames = []
-    for i, (view, px) in enumerate(zip(spec.camera.views, pixels, strict=True)):
-        name = view_name(i)
-        K, E = cam.intrinsics(view, width, height), cam.extrinsics(view)
-        _imwrite(tmp / "rgb" / f"{name}.png", linear_to_srgb8(px.rgb_linear)[..., ::-1])
-        np.save(tmp / "depth" / f"{name}.npy", px.depth.astype(np.float32))
-        n_cam = px.normal_world @ E[:, :3].T  # rotate world normals into the camera frame
-        np.save(tmp / "normal" / f"{name}.npy", n_cam.astype(np.float16))
-        _imwrite(tmp / "mask" / f"{name}.png", px.index.astype(np.uint16))
-        w2c = np.vstack([E, [0, 0, 0, 1]])
-        frames.append({"file_path": f"rgb/{name}.png", "w": width, "h": height,
-                       "fx": K[0, 0], "fy": K[1, 1], "cx": K[0, 2], "cy": K[1, 2], "w2c": w2c.tolist()})
-    (tmp / "opencv_cameras.json").write_text(json.dumps({"frames": frames}, indent=1))
-    (tmp / "scene.json").write_text(spec.to_json())
-    if final_dir.exists():  # another writer of the same sample finished first; its files are identical
-        shutil.rmtree(tmp)
-    else:
-        os.rename(tmp, final_dir)
-
-
-def remove_stale(final_dir: Path) -> None:
-    """Delete leftovers of a killed writer of this sample (``.s0003.tmp-<pid>``)."""
-    for stale in Path(final_dir).parent.glob(f".{Path(final_dir).name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def _imwrite(path: Path, image: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), image):
-        raise OSError(f"{path}: could not write image")
+    either is complete or does not exist (if another writer of the same sample finished first, its
+    identical folder stays). ``pixels``: one ``ViewPixels`` per view."""
+    with atomic_path(final_dir, directory=True) as tmp:
+        for sub in ("rgb", "depth", "normal", "mask"):
+            (tmp / sub).mkdir()
+        frames = []
+        for i, (view, px) in enumerate(zip(spec.camera.views, pixels, strict=True)):
+            name = view_name(i)
+            K, E = cam.intrinsics(view, width, height), cam.extrinsics(view)
+            (tmp / "rgb" / f"{name}.png").write_bytes(encode_png(linear_to_srgb8(px.rgb_linear)))
+            np.save(tmp / "depth" / f"{name}.npy", px.depth.astype(np.float32))
+            n_cam = px.normal_world @ E[:, :3].T  # rotate world normals into the camera frame
+            np.save(tmp / "normal" / f"{name}.npy", n_cam.astype(np.float16))
+            (tmp / "mask" / f"{name}.png").write_bytes(encode_png(px.index.astype(np.uint16)))
+            w2c = np.vstack([E, [0, 0, 0, 1]])
+            frames.append({"file_path": f"rgb/{name}.png", "w": width, "h": height,
+                           "fx": K[0, 0], "fy": K[1, 1], "cx": K[0, 2], "cy": K[1, 2], "w2c": w2c.tolist()})
+        (tmp / "opencv_cameras.json").write_text(json.dumps({"frames": frames}, indent=1))
+        (tmp / "scene.json").write_text(spec.to_json())
 
 
 def sha256(path: Path) -> str:
@@ -96,13 +89,6 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
 
 
 def file_hashes(partition_dir: Path, samples: int) -> dict[str, str]:

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common import atomic
+
 from . import files
 from .dataset import PartitionError, Sample, read_manifest
 from .generator import GeneratorConfig, sample_spec
@@ -121,8 +123,9 @@ def validate(job: RenderJob, workers: int) -> None:
         raise JobError(f"--first-partition {job.first_partition}: must be >= 0")
     if not math.isfinite(job.jitter) or job.jitter < 0:
         raise JobError(f"--jitter {job.jitter}: must be >= 0")
-    if job.generator.texture_dir and not Path(job.generator.texture_dir).is_dir():
-        raise JobError(f"--textures {job.generator.texture_dir}: not a folder")
+    texture_dir = job.generator.texture.texture_dir
+    if texture_dir and not Path(texture_dir).is_dir():
+        raise JobError(f"--textures {texture_dir}: not a folder")
     out = Path(job.out)
     if out.exists() and not out.is_dir():
         raise JobError(f"--out {out}: exists and is not a folder")
@@ -137,16 +140,31 @@ def validate(job: RenderJob, workers: int) -> None:
         header = pdir / "partition.json"
         if manifest.exists():
             try:
-                _expect_same(manifest, read_manifest(manifest), job.header(p))
+                _expect_same(manifest, _normalised(read_manifest(manifest)), job.header(p))
             except PartitionError as e:
                 raise JobError(f"{e}; delete {pdir} to render it again") from None
         elif header.exists():
             try:
-                _expect_same(header, json.loads(header.read_text()), job.header(p))
+                _expect_same(header, _normalised(json.loads(header.read_text())), job.header(p))
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise JobError(f"{header}: corrupt ({e}); delete {pdir} to render it again") from None
         elif pdir.exists() and any(pdir.iterdir()):
             raise JobError(f"{pdir}: not empty and has no partition.json; not ours, choose another --out")
+
+
+def _normalised(header) -> dict:
+    """``header`` with its ``generator_config`` in today's nested form, as ``header()`` writes it.
+    Partitions rendered before the generator's parameters were split by attribute store them flat;
+    ``GeneratorConfig.from_dict`` reads both, filling the parameters that were then fixed in the code
+    with those same values. A config it cannot read is left as found, for the comparison to report."""
+    config = header.get("generator_config") if isinstance(header, dict) else None
+    if not isinstance(config, dict):
+        return header
+    try:
+        config = GeneratorConfig.from_dict(config).to_dict()
+    except ValueError:
+        return header
+    return header | {"generator_config": json.loads(json.dumps(config))}
 
 
 def _expect_same(path: Path, found: dict, expected: dict) -> None:
@@ -172,22 +190,24 @@ def _first_difference(found, expected, prefix=""):
 
 # -------------------------------------------------------------------------------------- running
 def run(job: RenderJob, shard: tuple[int, int] = (0, 1), workers: int = 1, progress=None,
-        threads: int | None = None) -> JobStats:
+        threads: int | None = None, renderer=None) -> JobStats:
     """Render this shard's items with ``workers`` processes (1 = in this process), then finalize
-    every partition of the job that is complete. ``progress(n)`` is called per finished sample."""
+    every partition of the job that is complete. ``progress(n)`` is called per finished sample.
+    ``renderer`` makes a renderer from the job's ``RenderSettings`` (something with ``render(spec) ->
+    [ViewPixels]`` and a ``render_seconds`` total; picklable when ``workers`` > 1); default: Blender."""
     validate(job, workers)
     items = shard_items(job.items(), shard)
     out = Path(job.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        files.write_json_atomic(out / files.MARKER, {"format": "attrspace-render-1"})
+        atomic.write_json(out / files.MARKER, {"format": "attrspace-render-1"}, sort_keys=True)
     except OSError as e:
         raise JobError(f"--out {out}: not writable ({e.strerror})") from None
     for p in sorted({p for p, _ in items}):
         job.partition_dir(p).mkdir(parents=True, exist_ok=True)
         header = job.partition_dir(p) / "partition.json"
         if not header.exists():
-            files.write_json_atomic(header, job.header(p))
+            atomic.write_json(header, job.header(p), sort_keys=True)
 
     unfinished = [p for p in job.partition_ids() if not (job.partition_dir(p) / "manifest.json").exists()]
     todo = [(p, s) for p, s in items if not job.sample_dir(p, s).exists()]
@@ -199,13 +219,13 @@ def run(job: RenderJob, shard: tuple[int, int] = (0, 1), workers: int = 1, progr
     settings = dataclasses.replace(job.settings, threads=threads)
     tasks = _tasks(todo, workers)
     if workers == 1:
-        _init_worker(settings, None, set_deathsig=False)
+        _init_worker(settings, None, renderer, set_deathsig=False)
         for task in tasks:
             stats.render_seconds += _render_task(job, task, progress)
     else:
         ctx = mp.get_context("spawn")
         queue = ctx.Queue()
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(settings, queue)) as pool:
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(settings, queue, renderer)) as pool:
             result = pool.starmap_async(_render_task, [(job, t, None) for t in tasks])
             while not result.ready():
                 _drain(queue, progress, timeout=0.2)
@@ -245,19 +265,25 @@ def _drain(queue, progress, timeout: float) -> None:
         pass
 
 
-_WORKER: dict = {}
+_WORKER: dict = {"renderers": {}}  # this process's renderers by factory, and the current job's
 
 
-def _init_worker(settings: RenderSettings, queue, set_deathsig: bool = True) -> None:
+def _blender(settings: RenderSettings):
+    from .blender_backend import BlenderRenderer  # bpy: imported once, in the process that renders
+    return BlenderRenderer(settings)
+
+
+def _init_worker(settings: RenderSettings, queue, renderer=None, set_deathsig: bool = True) -> None:
     if set_deathsig and hasattr(ctypes, "CDLL"):
         try:  # die with the parent (Linux): a killed job leaves no orphan renderers behind
             ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except OSError:
             pass
-    from .blender_backend import BlenderRenderer  # bpy: imported once, in the process that renders
-    if _WORKER.get("settings") != settings:
-        _WORKER["renderer"] = BlenderRenderer(settings)
-        _WORKER["settings"] = settings
+    make = renderer or _blender
+    made = _WORKER["renderers"].get(make)
+    if made is None or made[0] != settings:  # one renderer of each kind per process, kept across jobs
+        _WORKER["renderers"][make] = (settings, make(settings))
+    _WORKER["renderer"] = _WORKER["renderers"][make][1]
     _WORKER["queue"] = queue
 
 
@@ -268,7 +294,7 @@ def _render_task(job: RenderJob, task: list[tuple[int, int]], progress=None) -> 
         final = job.sample_dir(p, s)
         if final.exists():
             continue
-        files.remove_stale(final)
+        atomic.remove_stale(final)  # left by a killed writer of this sample
         spec = sample_spec(job.attribute, p, s, job.seed, job.views, job.generator, job.jitter)
         pixels = renderer.render(spec)
         files.write_sample(final, spec, pixels, job.settings.width, job.settings.height)
@@ -299,7 +325,7 @@ def finalize_partition(job: RenderJob, p: int) -> bool:
     samples = [Sample(job.sample_dir(p, s)) for s in range(job.samples)]
     write_contact_sheet(pdir / "contact_sheet.png", samples, f"{job.attribute} {files.partition_name(p)}")
     manifest = job.header(p) | {"files": files.file_hashes(pdir, job.samples)}
-    files.write_json_atomic(pdir / "manifest.json", manifest)
+    atomic.write_json(pdir / "manifest.json", manifest, sort_keys=True)
     return True
 
 

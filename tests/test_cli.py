@@ -56,6 +56,38 @@ def test_foreign_unwritable_and_file_outputs(tmp_path):
     assert r.returncode == 2 and "not writable" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("content, needle", [
+    ("{not json", "not valid JSON"),
+    ('{"lighting": {"p_area_pairs": 0.5}}', "lighting.p_area_pairs"),
+    ('{"camera": {"fov_deg": [70, 45]}}', "camera.fov_deg"),
+])
+def test_bad_generator_config_file_one_line_exit_2_nothing_written(tmp_path, content, needle):
+    config = tmp_path / "ranges.json"
+    config.write_text(content)
+    out = tmp_path / "out"
+    r = cli("render", "--attribute", "lighting", "--generator-config", str(config), "--out", str(out), *FAST)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert str(config) in lines[0] and needle in lines[0], lines[0]
+    assert not out.exists()
+
+
+def test_preset_job_applies_options_generator_file_and_textures_over_the_preset(tmp_path):
+    from render.presets import load_presets, preset_job
+
+    config = tmp_path / "ranges.json"
+    config.write_text('{"lighting": {"p_area_pair": 1.0}, "camera": {"fov_deg": [50, 60]}}')
+    (tmp_path / "tex").mkdir()
+    job = preset_job("lighting", 3, tmp_path / "out", "preview", spp=8, generator_file=config, textures=tmp_path / "tex")
+    preview = load_presets()["preview"]
+    assert (job.samples, job.views, job.settings.width, job.settings.spp) == \
+        (preview["samples"], preview["views"], preview["resolution"], 8)
+    assert job.generator.lighting.p_area_pair == 1.0 and job.generator.camera.fov_deg == (50, 60)
+    assert job.generator.geometry.max_large == 2                    # the rest is the preview's light generator
+    assert job.generator.texture.texture_dir == str(tmp_path / "tex")
+    assert job.header(0)["generator_config"]["lighting"]["p_area_pair"] == 1.0  # recorded with the partition
+
+
 @pytest.mark.blender
 def test_corrupt_manifest_and_changed_settings_are_refused(tmp_path):
     out = tmp_path / "out"

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import reprojection_errors
 from render.dataset import PartitionError, load_partition
 
 pytestmark = pytest.mark.blender
@@ -47,34 +48,10 @@ def test_depth_matches_independent_ray_cast(rendered, renderer, attribute):
         assert (inst.reshape(H, W)[both] == s.masks[v][both]).mean() > 0.95
 
 
-def _reprojection(s, i, j):
-    """Back-project view i's depth, project into view j, compare with view j's depth where the same
-    object is seen (instance ids match at all four neighbours: visible and away from edges)."""
-    H, W = s.depths.shape[1:]
-    Ki, Ei, Kj, Ej = s.intrinsics[i], s.extrinsics[i], s.intrinsics[j], s.extrinsics[j]
-    v, u = np.nonzero(s.depths[i] > 0)
-    d = s.depths[i][v, u]
-    p_cam = np.stack([(u - Ki[0, 2]) / Ki[0, 0] * d, (v - Ki[1, 2]) / Ki[1, 1] * d, d], -1)
-    p_world = (p_cam - Ei[:, 3]) @ Ei[:, :3]
-    q = p_world @ Ej[:, :3].T + Ej[:, 3]
-    zj = q[:, 2]
-    uj, vj = Kj[0, 0] * q[:, 0] / zj + Kj[0, 2], Kj[1, 1] * q[:, 1] / zj + Kj[1, 2]
-    ok = (zj > 0) & (uj >= 0) & (vj >= 0) & (uj < W - 1) & (vj < H - 1)
-    u0, v0 = np.floor(uj[ok]).astype(int), np.floor(vj[ok]).astype(int)
-    fu, fv = uj[ok] - u0, vj[ok] - v0
-    inst_i = s.masks[i][v[ok], u[ok]]
-    corners = [(v0, u0), (v0, u0 + 1), (v0 + 1, u0), (v0 + 1, u0 + 1)]
-    same = np.all([s.masks[j][c] == inst_i for c in corners], axis=0)
-    inv = [1.0 / np.maximum(s.depths[j][c], 1e-9) for c in corners]  # inverse depth is affine on planes
-    inv_j = (inv[0] * (1 - fu) * (1 - fv) + inv[1] * fu * (1 - fv) + inv[2] * (1 - fu) * fv + inv[3] * fu * fv)
-    rel = np.abs(zj[ok] * inv_j - 1.0)[same]
-    return rel
-
-
 @pytest.mark.parametrize("attribute", ["lighting", "camera"])
 def test_multi_view_consistency(rendered, attribute):
     for s in _samples(rendered[attribute]):
-        rel = np.concatenate([_reprojection(s, i, j) for i in range(s.num_views) for j in range(s.num_views) if i != j])
+        rel = np.concatenate([reprojection_errors(s, i, j) for i in range(s.num_views) for j in range(s.num_views) if i != j])
         assert len(rel) > 500
         assert np.median(rel) < 1e-3, np.median(rel)
 

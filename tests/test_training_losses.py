@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from model.data import depth_to_points, normalize_sequence
+from training.data import depth_to_points, normalize_sequence
 from model.pose import extrinsics_intrinsics_to_pose_encoding
-from model.losses import (LossWeights, _robust_mean, camera_loss, depth_loss, point_loss,
+from training.losses import (LossWeights, _robust_mean, camera_loss, depth_loss, point_loss,
                           vggt_loss)
 
 torch.set_num_threads(1)

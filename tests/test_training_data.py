@@ -1,5 +1,6 @@
 """Rendered partitions as training sequences: keys, shapes and dtypes, frame choice, resizing with
-consistent intrinsics, the official normalisation, and the loader. Tiny renders (56x42 px, 2 spp)."""
+consistent intrinsics, the official normalisation, and the loader. Tiny partitions (56x42 px) written
+without Blender (tests/synthetic.py)."""
 from __future__ import annotations
 
 import shutil
@@ -7,13 +8,13 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import render_mixed, small_job
+from synthetic import write_partitions
 
-from model.data import (SynthSequences, _resize_views, depth_to_points, find_partitions, make_loader,
+from training.batches import make_loader
+from training.data import (SynthSequences, _resize_views, depth_to_points, find_partitions,
                         normalize_sequence)
 from render.dataset import load_partition
 
-pytestmark = pytest.mark.blender
 torch.set_num_threads(1)
 
 NATIVE_HW = (42, 56)  # multiples of 14, non-square
@@ -22,7 +23,7 @@ NATIVE_HW = (42, 56)  # multiples of 14, non-square
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     """Two partitions of 2 samples x 3 views, rendered at 56x42."""
-    return render_mixed(tmp_path_factory.mktemp("synth"), partitions=2, samples=2, views=3, hw=NATIVE_HW)
+    return write_partitions(tmp_path_factory.mktemp("synth"), partitions=2, samples=2, views=3, hw=NATIVE_HW)
 
 
 @pytest.fixture(scope="module")
@@ -85,10 +86,7 @@ def test_invalid_settings_fail_clearly(partitions, tmp_path):
         SynthSequences(partitions, num_frames=4)
     with pytest.raises(ValueError, match="multiples of the patch size 14"):
         SynthSequences(partitions, num_frames=2, resolution=(30, 42))
-    pytest.importorskip("bpy")
-    from render.jobs import run
-    job = small_job("lighting", tmp_path, samples=1, views=2)  # renders 48x40: not multiples of 14
-    run(job, workers=1)
+    job = write_partitions(tmp_path, partitions=1, samples=1, views=2, hw=(40, 48), attribute="lighting")
     with pytest.raises(ValueError, match=r"rendered size \(H, W\) \(40, 48\).*pass a resolution"):
         SynthSequences([job.partition_dir(0)], num_frames=2)
     assert SynthSequences([job.partition_dir(0)], num_frames=2, resolution=28)[0]["images"].shape == (2, 3, 28, 28)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.evaluate import camera_errors, depth_errors, evaluate_on_sequences, identity_cameras, motorcycle_pair
+from training.evaluate import camera_errors, depth_errors, evaluate_on_sequences, identity_cameras, motorcycle_pair
 from model.pose import extrinsics_intrinsics_to_pose_encoding
 
 

@@ -10,8 +10,6 @@ rounded to a multiple of the patch size; all outputs are at that size and K is i
 """
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +17,10 @@ import cv2
 import numpy as np
 import torch
 
-from .data import depth_to_points
-from .pose import pose_encoding_to_extrinsics_intrinsics
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+from common.atomic import atomic_path, write_bytes, write_json
+from common.images import IMAGE_SUFFIXES, depth_to_color, encode_png
+from model.pose import pose_encoding_to_extrinsics_intrinsics
+from training.data import depth_to_points
 
 
 class PredictError(ValueError):
@@ -110,32 +108,23 @@ def fused_points(pred: Prediction, keep: float = 0.5) -> tuple[np.ndarray, np.nd
     return world[chosen].astype(np.float32), pred.images[chosen]
 
 
-def colorize_depth(depth: np.ndarray) -> np.ndarray:
-    """Depth -> RGB uint8 (turbo: near red, far blue), robust to outliers: the 2nd..98th percentiles span the map."""
-    import matplotlib
-
-    lo, hi = np.percentile(depth, [2, 98])
-    t = np.clip((depth - lo) / max(hi - lo, 1e-12), 0, 1)
-    return (matplotlib.colormaps["turbo"](1 - t)[..., :3] * 255).round().astype(np.uint8)
-
-
 def write_outputs(pred: Prediction, names: list[Path], out: Path, keep: float = 0.5) -> dict:
     """Write depth/, cameras.json and points.ply under ``out`` (each file atomically). Returns a summary."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "depth").mkdir(exist_ok=True)
     stems = [f"{i:03d}_{p.stem}" for i, p in enumerate(names)]
     for stem, depth in zip(stems, pred.depth):
-        _atomic(out / "depth" / f"{stem}.npy", lambda f, d=depth: np.save(f, d.astype(np.float32)))
-        _atomic(out / "depth" / f"{stem}.png",
-                lambda f, d=depth: f.write(cv2.imencode(".png", cv2.cvtColor(colorize_depth(d), cv2.COLOR_RGB2BGR))[1]))
+        with atomic_path(out / "depth" / f"{stem}.npy") as tmp:
+            np.save(tmp, depth.astype(np.float32))
+        write_bytes(out / "depth" / f"{stem}.png", encode_png(depth_to_color(depth)))
     height, width = pred.depth.shape[1:]
     cameras = {"convention": "OpenCV: x right, y down, z forward; w2c maps world to camera; K in pixels",
                "width": int(width), "height": int(height),
                "frames": [{"image": str(p), "K": k.tolist(), "w2c": e.tolist()}
                           for p, k, e in zip(names, pred.intrinsics.astype(float), pred.extrinsics.astype(float))]}
-    _atomic(out / "cameras.json", lambda f: f.write((json.dumps(cameras, indent=1) + "\n").encode()))
+    write_json(out / "cameras.json", cameras)
     points, colors = fused_points(pred, keep)
-    _atomic(out / "points.ply", lambda f: f.write(ply_bytes(points, colors)))
+    write_bytes(out / "points.ply", ply_bytes(points, colors))
     return {"views": len(names), "height": int(height), "width": int(width), "points": int(len(points))}
 
 
@@ -148,13 +137,3 @@ def ply_bytes(points: np.ndarray, colors: np.ndarray) -> bytes:
     rows = np.empty(len(points), dtype=[("xyz", "<f4", 3), ("rgb", "u1", 3)])
     rows["xyz"], rows["rgb"] = points, colors
     return header.encode() + rows.tobytes()
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -1,8 +1,8 @@
 """Rendered partitions as VGGT training sequences (the official training batch format).
 
-    from model.data import SynthSequences, find_partitions, make_loader
+    from training import SynthSequences, find_partitions, make_loader
     ds = SynthSequences(find_partitions("data/synth/mixed"), num_frames=4, resolution=112)
-    loader = make_loader(ds, batch_size=2)
+    loader = make_loader(ds, batch_size=2)           # training.batches
     batch = next(iter(loader))
     batch["images"]        [B,S,3,H,W] float32 in [0,1]
     batch["depths"]        [B,S,H,W]   z-depth, 0 = no surface
@@ -27,7 +27,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from render.dataset import Sample, load_partition
 from render.files import sample_name
@@ -112,13 +112,6 @@ class SynthSequences(Dataset):
                 **{k: torch.from_numpy(v) for k, v in extras.items()},
                 "ids": torch.from_numpy(ids).long(),
                 "seq_name": self.seq_names[index]}
-
-
-def make_loader(dataset: Dataset, batch_size: int = 1, shuffle: bool = True, num_workers: int = 0,
-                drop_last: bool = True) -> DataLoader:
-    """A DataLoader that stacks sequences into the batch format above. Shuffling draws from torch's
-    global RNG at the start of each epoch, which the trainer seeds, checkpoints and restores."""
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, drop_last=drop_last)
 
 
 def depth_to_points(depths: torch.Tensor, intrinsics: torch.Tensor, extrinsics: torch.Tensor

@@ -1,24 +1,28 @@
-"""The trainer on a tiny stand-in model (not VGGT) and tiny renders: the loss goes down, only the given
+"""The trainer on a tiny stand-in model (not VGGT) and tiny synthetic partitions: the loss goes down, only the given
 parameters train, an interrupted and resumed run equals an uninterrupted one bit for bit, the
 non-finite guard stops and keeps the last good checkpoint, and the logs are written."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
+import random
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
+import matplotlib
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from conftest import render_mixed
+from synthetic import write_partitions
 from model.checkpoint import load_checkpoint
-from model.data import SynthSequences, find_partitions, make_loader
-from model.losses import vggt_loss
-from model.train import NONFINITE_EXIT_CODE, TrainConfig, lr_factor, train
+from training import NONFINITE_EXIT_CODE, SynthSequences, TrainConfig, find_partitions, lr_factor, make_loader, train, vggt_loss
 
-pytestmark = pytest.mark.blender
 torch.set_num_threads(1)
 
 
@@ -56,7 +60,7 @@ def tiny_model(seed: int = 0) -> TinyVGGT:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """4 sequences of 2 frames at 28x42 from one partition rendered at 42x28."""
-    job = render_mixed(tmp_path_factory.mktemp("synth"), partitions=1, samples=4, views=2, hw=(28, 42))
+    job = write_partitions(tmp_path_factory.mktemp("synth"), partitions=1, samples=4, views=2, hw=(28, 42))
     return SynthSequences(find_partitions(job.root), num_frames=2)
 
 
@@ -288,3 +292,63 @@ def test_peft_lora_adapters_on_our_vggt_train_alone_and_resume(dataset, tmp_path
     again = lora_vggt()
     train(again, adapters(again), make_loader(dataset, batch_size=2), cfg, out_dir=tmp_path / "resumed")
     assert all(torch.equal(after[k], v) for k, v in snapshot(again).items())
+
+
+# ---------------------------------------------------------------------------------------------
+# Many fits in one process (mining trains dozens of LoRAs in one process)
+# ---------------------------------------------------------------------------------------------
+
+FITS = {  # two different runs: another seed, learning rate, batch size and accumulation
+    "a": dict(config=dict(steps=5, seed=1, lr=1e-2, val_every=2), batch_size=2, model_seed=0),
+    "b": dict(config=dict(steps=4, seed=2, lr=3e-3, accum_steps=2), batch_size=1, model_seed=3),
+}
+
+
+def run_fits(names: list[str], data_root: str, out: str) -> dict:
+    """Run the named FITS one after the other in this process; save each model's final state dict to
+    ``out/<name>.pt``. Returns what the fits changed of the process's global state (should be nothing)."""
+    dataset = SynthSequences(find_partitions(data_root), num_frames=2)
+    models = {name: tiny_model(FITS[name]["model_seed"]) for name in names}
+
+    def process_state():  # rcParams._get: reading rcParams["backend"] would itself resolve it (and import pyplot)
+        return (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate(),
+                signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT), matplotlib.rcParams._get("backend"))
+
+    before = process_state()
+    for name in names:
+        spec = FITS[name]
+        train(models[name], models[name].parameters(), make_loader(dataset, batch_size=spec["batch_size"]),
+              config(**spec["config"]), val_loader=make_loader(dataset, batch_size=2),
+              out_dir=Path(out) / "runs" / name)
+        torch.save(snapshot(models[name]), Path(out) / f"{name}.pt")
+    after = process_state()
+    labels = ("torch rng", "numpy rng", "python rng", "SIGTERM handler", "SIGINT handler", "matplotlib backend")
+    changed = [label for label, a, b in zip(labels, before, after)
+               if not (torch.equal(a, b) if torch.is_tensor(a) else np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b)]
+    return {"changed": changed, "pyplot": "matplotlib.pyplot" in sys.modules}
+
+
+def test_fits_back_to_back_in_one_process_equal_each_fit_alone(dataset, tmp_path):
+    """Each fit alone in a fresh process, then both in one process (in this order and reversed): the
+    weights are identical, and the fits leave the process's RNGs, signal handlers and plotting alone."""
+    tests = str(Path(__file__).parent)
+    data_root = str(Path(dataset.sample_dirs[0]).parents[1])
+
+    def in_fresh_process(names: list[str], out: Path) -> dict:
+        code = (f"import sys, json; sys.path[:0] = [{tests!r}]; import test_training_trainer as t; "
+                f"print(json.dumps(t.run_fits({names!r}, {data_root!r}, {str(out)!r})))")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tests)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    runs = {"a alone": ["a"], "b alone": ["b"], "a then b": ["a", "b"], "b then a": ["b", "a"]}
+    reports = {label: in_fresh_process(names, tmp_path / label) for label, names in runs.items()}
+    for label, report in reports.items():
+        assert report == {"changed": [], "pyplot": False}, (label, report)
+    for name in "ab":
+        alone = torch.load(tmp_path / f"{name} alone" / f"{name}.pt")
+        for label in ("a then b", "b then a"):
+            shared = torch.load(tmp_path / label / f"{name}.pt")
+            assert all(torch.equal(alone[k], shared[k]) for k in alone), (name, label)
+    a, b = torch.load(tmp_path / "a alone" / "a.pt"), torch.load(tmp_path / "b alone" / "b.pt")
+    assert not all(torch.equal(a[k], b[k]) for k in a)  # two different runs, not one run twice

@@ -1,4 +1,4 @@
-"""`cli.py predict` and model.predict: image discovery and loading, the fused point cloud's geometry on a
+"""`cli.py predict` and apps.predict: image discovery and loading, the fused point cloud's geometry on a
 hand-made prediction, the written files, and one-line errors for bad input."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import trimesh
 
 from conftest import ROOT, cli
 from model import VGGT, VGGTConfig, save_checkpoint
-from model.predict import (Prediction, PredictError, find_images, fused_points, load_images, model_input_size,
+from apps.predict import (Prediction, PredictError, find_images, fused_points, load_images, model_input_size,
                            write_outputs)
 
 torch.set_num_threads(1)

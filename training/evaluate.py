@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .pose import pose_encoding_to_extrinsics_intrinsics
+from model.pose import pose_encoding_to_extrinsics_intrinsics
 
 # Middlebury 2014 "Motorcycle" as shipped (4x down-sampled) by scikit-image; calibration from the
 # docstring of skimage.data.stereo_motorcycle.
@@ -56,7 +56,7 @@ def identity_cameras(n: int) -> np.ndarray:
 
 @torch.no_grad()
 def evaluate_on_sequences(model, dataset, device="cpu", max_sequences: int | None = None) -> dict[str, dict]:
-    """Mean metrics of the model and of the baselines over a model.data.SynthSequences dataset."""
+    """Mean metrics of the model and of the baselines over a training.data.SynthSequences dataset."""
     model.eval().to(device)
     rows = {"model": [], "baseline": []}
     n = len(dataset) if max_sequences is None else min(len(dataset), max_sequences)

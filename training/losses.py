@@ -1,9 +1,10 @@
-"""VGGT training losses (after the official training code's description in NOTES.md; written independently).
+"""VGGT training losses: the official recipe's terms and weights (docs/model.md, "Training"), written
+independently from its description.
 
     total, parts = vggt_loss(predictions, batch)          # 5 camera + 1 depth (+ point, off by default)
 
 ``predictions``: the model's dict (pose_enc_list: list of [B,S,9], depth [B,S,H,W,1], depth_conf [B,S,H,W],
-world_points [B,S,H,W,3], world_points_conf [B,S,H,W]). ``batch``: model.data's normalised batch.
+world_points [B,S,H,W,3], world_points_conf [B,S,H,W]). ``batch``: training.data's normalised batch.
 Each loss returns ``(loss, parts)``: a differentiable scalar and a dict of detached scalars for logging.
 Empty masks give a zero loss that is still connected to the graph (so ``backward`` works), never 0/0.
 """
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .pose import extrinsics_intrinsics_to_pose_encoding
+from model.pose import extrinsics_intrinsics_to_pose_encoding
 
 
 @dataclass(frozen=True)

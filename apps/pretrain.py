@@ -13,21 +13,21 @@ import csv
 import dataclasses
 import functools
 import json
-import os
 import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from .checkpoint import save_checkpoint
-from .config import VGGTConfig
-from .data import SynthSequences, find_partitions, make_loader
-from .evaluate import evaluate_on_motorcycle, evaluate_on_sequences
-from .losses import LossWeights, vggt_loss
-from .train import TrainConfig, train
-from .vggt import VGGT
+from common.atomic import atomic_path, write_json, write_text
+from common.images import depth_to_color, inverse_depth_limits
+from model import VGGT, VGGTConfig, save_checkpoint
+from render.presets import preset_job
+from training import LossWeights, SynthSequences, TrainConfig, find_partitions, make_loader, train, vggt_loss
+from training.evaluate import evaluate_on_motorcycle, evaluate_on_sequences, motorcycle_pair
+from training.rng import seeded
 
 
 SHIP_DTYPE = torch.float16
@@ -46,6 +46,8 @@ class PretrainConfig:
     lr: float = 3e-4                    # from scratch: higher than the official fine-tuning 5e-5
     warmup: float = 0.05
     weight_decay: float = 0.05
+    camera_weight: float = 5.0          # the official loss weights (training.losses)
+    depth_weight: float = 1.0
     point_weight: float = 1.0           # the point head is trained too (predict fuses depth, but users read both)
     color_jitter: float = 0.1
     seed: int = 0
@@ -53,18 +55,11 @@ class PretrainConfig:
     ship: Path | None = None            # where to write the final weights and model card
 
 
-def render_data(cfg: PretrainConfig, presets: dict, progress=None) -> Path:
+def render_data(cfg: PretrainConfig, progress=None) -> Path:
     """Render (or finish rendering) the mixed partitions; returns their root."""
-    from render.generator import GeneratorConfig
-    from render.jobs import RenderJob, run
-    from render.spec import RenderSettings
+    from render.jobs import run
 
-    pre = presets[cfg.render_preset]
-    job = RenderJob(attribute="mixed", partitions=cfg.partitions, samples=pre["samples"], views=pre["views"],
-                    out=cfg.data, seed=cfg.seed,
-                    settings=RenderSettings(width=pre["resolution"], height=pre["resolution"], spp=pre["spp"],
-                                            denoise=pre["denoise"]),
-                    generator=GeneratorConfig.light() if pre["generator"] == "light" else GeneratorConfig())
+    job = preset_job("mixed", cfg.partitions, cfg.data, cfg.render_preset, seed=cfg.seed)
     done = len(find_partitions(job.root)) if job.root.is_dir() else 0
     if done < cfg.partitions:
         run(job, progress=progress)
@@ -87,13 +82,14 @@ def pretrain(cfg: PretrainConfig, root: Path, progress: bool = True) -> dict:
     train_set = SynthSequences(train_parts, seed=cfg.seed, color_jitter=cfg.color_jitter, **common)
     val_set = SynthSequences(val_parts, seed=cfg.seed + 1, **common)
 
-    torch.manual_seed(cfg.seed)
     model_cfg = VGGTConfig.preset(cfg.preset)
-    model = VGGT(model_cfg)
+    with seeded(cfg.seed):
+        model = VGGT(model_cfg)
     tcfg = TrainConfig(steps=cfg.steps, lr=cfg.lr, warmup=cfg.warmup, weight_decay=cfg.weight_decay,
                        seed=cfg.seed, checkpoint_every=max(1, min(250, cfg.steps)), val_every=max(1, cfg.steps // 6),
                        progress=progress)
-    loss_fn = functools.partial(vggt_loss, weights=LossWeights(camera=5.0, depth=1.0, point=cfg.point_weight))
+    weights = LossWeights(camera=cfg.camera_weight, depth=cfg.depth_weight, point=cfg.point_weight)
+    loss_fn = functools.partial(vggt_loss, weights=weights)
     started = time.time()
     result = train(model, model.parameters(), make_loader(train_set, batch_size=cfg.batch_size), tcfg,
                    loss_fn=loss_fn, val_loader=make_loader(val_set, batch_size=cfg.batch_size, shuffle=False),
@@ -117,14 +113,15 @@ def pretrain(cfg: PretrainConfig, root: Path, progress: bool = True) -> dict:
                   "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
                   "wall_seconds_this_call": round(time.time() - started, 1)},
         "pretrain_config": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(cfg).items()},
+        "loss_weights": dataclasses.asdict(weights),
         "model_config": model_cfg.to_dict(),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
-    _write_json(cfg.out / "metrics.json", metrics)
+    write_json(cfg.out / "metrics.json", metrics)
     if cfg.ship is not None:
         save_checkpoint(model, cfg.ship, dtype=SHIP_DTYPE, extra={"metrics": json.dumps(metrics)})
         example_figure(model, val_set, cfg.resolution, cfg.ship.with_name(cfg.ship.stem + "_examples.png"))
-        _write_text(cfg.ship.with_suffix(".md"), model_card(metrics, cfg.ship))
+        write_text(cfg.ship.with_suffix(".md"), model_card(metrics, cfg.ship))
     return metrics
 
 
@@ -163,7 +160,7 @@ def model_card(m: dict, path: Path) -> str:
         f"batch {t['batch_size']}",
         f"- weights stored as float16 ({path.stat().st_size / 2**20:.1f} MiB); the metrics below are of these weights"
         if path.exists() else "- weights: not written",
-        f"- loss: 5 x camera + 1 x depth + {m['pretrain_config']['point_weight']} x points (official terms)",
+        "- loss: " + " + ".join(f"{w:g} x {term}" for term, w in m["loss_weights"].items() if w) + " (official terms)",
         "",
         "## Data and training",
         f"- {t['train_partitions']} mixed partitions ({t['sequences']} sequences) for training, "
@@ -201,12 +198,7 @@ def model_card(m: dict, path: Path) -> str:
 def example_figure(model, val_set, width: int, path: Path, sequences: int = 3) -> None:
     """Held-out renders and the motorcycle pair: image, true depth, predicted depth (median-scaled to the
     truth, same colour range), one row each; for people to look at beside the numbers."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from .evaluate import motorcycle_pair
+    from matplotlib.figure import Figure
 
     model.eval()
     rows = []
@@ -217,31 +209,19 @@ def example_figure(model, val_set, width: int, path: Path, sequences: int = 3) -
     images, gt, _ = motorcycle_pair(width, model.config.patch_size)
     rows.append(("Middlebury motorcycle", images[0], gt, gt > 0, model(images)["depth"][0, 0, ..., 0].numpy()))
 
-    fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.6 * len(rows)), squeeze=False)
+    fig = Figure(figsize=(7.5, 2.6 * len(rows)))
+    axes = fig.subplots(len(rows), 3, squeeze=False)
     for ax_row, (name, image, truth, valid, pred) in zip(axes, rows):
         scaled = pred * np.median(truth[valid]) / max(np.median(pred[valid]), 1e-12) if valid.any() else pred
-        lo, hi = np.percentile(truth[valid], [2, 98]) if valid.any() else (scaled.min(), scaled.max())
+        limits = inverse_depth_limits(truth, valid)  # one colour range for truth and prediction
         ax_row[0].imshow(image.permute(1, 2, 0).numpy())
-        ax_row[1].imshow(np.where(valid, truth, np.nan), cmap="turbo_r", vmin=lo, vmax=hi)
-        ax_row[2].imshow(scaled, cmap="turbo_r", vmin=lo, vmax=hi)
+        ax_row[1].imshow(depth_to_color(truth, valid, limits))
+        ax_row[2].imshow(depth_to_color(scaled, None, limits))
         ax_row[0].set_ylabel(name, fontsize=8)
         for ax in ax_row:
             ax.set_xticks([]), ax.set_yticks([])
     for ax, title in zip(axes[0], ("image", "true depth", "predicted (median-scaled)")):
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=72)
-    plt.close(fig)
-    tmp.replace(path)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    _write_text(path, json.dumps(data, indent=1) + "\n")
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=72, format="png")

@@ -1,4 +1,4 @@
-"""`model.pretrain` end to end at toy size: a tiny VGGT trained for a few steps on three tiny mixed
+"""`apps.pretrain` end to end at toy size: a tiny VGGT trained for a few steps on three tiny mixed
 partitions, evaluated, shipped as float16 safetensors with a model card; a rerun resumes and reproduces
 the same numbers; too few partitions is a clear error."""
 from __future__ import annotations
@@ -9,17 +9,16 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from conftest import render_mixed
+from synthetic import write_partitions
 from model import load_model
-from model.pretrain import PretrainConfig, pretrain, split_partitions
+from apps.pretrain import PretrainConfig, model_card, pretrain, split_partitions
 
-pytestmark = pytest.mark.blender
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory):
-    return render_mixed(tmp_path_factory.mktemp("synth"), partitions=3, samples=2, views=3, hw=(42, 56)).root
+    return write_partitions(tmp_path_factory.mktemp("synth"), partitions=3, samples=2, views=3, hw=(42, 56)).root
 
 
 def config(tmp_path, **kw) -> PretrainConfig:
@@ -52,6 +51,11 @@ def test_pretrain_trains_evaluates_and_ships(mixed, tmp_path):
         assert model(torch.rand(2, 3, 56, 56))["depth"].shape == (1, 2, 56, 56, 1)
     card = cfg.ship.with_suffix(".md").read_text()
     assert f"{held['model']['abs_rel']:.3f}" in card and "Middlebury" in card and "float16" in card
+    # the card states the loss weights the run used, read from its metrics
+    assert metrics["loss_weights"] == {"camera": 5.0, "depth": 1.0, "point": 1.0}
+    assert "loss: 5 x camera + 1 x depth + 1 x point" in card
+    other = model_card(metrics | {"loss_weights": {"camera": 2.0, "depth": 1.0, "point": 0.0}}, cfg.ship)
+    assert "loss: 2 x camera + 1 x depth (" in other
     assert (cfg.ship.parent / "tiny_examples.png").stat().st_size > 1000
 
     # rerunning resumes from the finished run: no more steps, same evaluation
