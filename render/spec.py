@@ -9,7 +9,9 @@ is normalised so its longest horizontal side spans [-1, 1]), angles are radians 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -182,7 +184,7 @@ class SceneSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> "SceneSpec":
-        return _build(cls, data)
+        return from_plain(cls, data)
 
     @classmethod
     def from_json(cls, text: str) -> "SceneSpec":
@@ -207,29 +209,70 @@ class RenderSettings:
         return dataclasses.asdict(self)
 
 
-def _build(tp, data):
-    """Rebuild a (nested, frozen) dataclass value of type ``tp`` from its ``asdict`` form."""
-    origin = typing.get_origin(tp)
+def from_plain(tp, data, path: str = ""):
+    """A value of type ``tp`` (nested frozen dataclasses, tuples, optionals, numbers, strings, booleans)
+    from its JSON form (``dataclasses.asdict`` then ``json``), with every type checked. Dataclass fields
+    left out take their defaults. Errors are one ValueError naming the key path (``camera.fov_deg: …``)."""
+    where = path.rstrip(".")
     if dataclasses.is_dataclass(tp):
+        if not isinstance(data, dict):
+            raise ValueError(f"{where or tp.__name__}: expected an object, got {describe(data)}")
+        path = f"{where}." if where else ""
+        names = [f.name for f in dataclasses.fields(tp)]
+        for key in data:
+            if key not in names:
+                raise ValueError(unknown_key(key, names, path))
         hints = typing.get_type_hints(tp)
-        names = {f.name for f in dataclasses.fields(tp)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"{tp.__name__}: unknown fields {sorted(unknown)}")
-        return tp(**{k: _build(hints[k], v) for k, v in data.items()})
+        values = {key: from_plain(hints[key], value, f"{path}{key}") for key, value in data.items()}
+        try:
+            return tp(**values)
+        except ValueError as e:  # a config's own range checks
+            raise ValueError(f"{path}{e}") from None
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        if data is None:
+        if data is None and type(None) in args:
             return None
-        inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _build(inner[0], data)
+        return from_plain(next(a for a in args if a is not type(None)), data, path)
     if origin is tuple:
-        args = typing.get_args(tp)
+        if not isinstance(data, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {describe(data)}")
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_build(args[0], v) for v in data)
-        return tuple(_build(a, v) for a, v in zip(args, data, strict=True))
-    if tp is float:
+            return tuple(from_plain(args[0], v, f"{where}[{i}]") for i, v in enumerate(data))
+        if len(data) != len(args):
+            raise ValueError(f"{where}: expected {len(args)} values, got {len(data)}")
+        return tuple(from_plain(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, data)))
+    if tp is float and isinstance(data, (int, float)) and not isinstance(data, bool):
+        if not math.isfinite(data):
+            raise ValueError(f"{where}: expected a finite number, got {data!r}")
         return float(data)
-    return data
+    if tp is int and isinstance(data, int) and not isinstance(data, bool):
+        return data
+    if tp in (str, bool) and isinstance(data, tp):
+        return data
+    raise ValueError(f"{where}: expected {_TYPE_NAMES.get(tp, getattr(tp, '__name__', tp))}, got {describe(data)}")
+
+
+_TYPE_NAMES = {float: "a number", int: "an integer", str: "a string", bool: "true or false"}
+
+
+def unknown_key(key, known, path: str = "") -> str:
+    """The message for an unknown key at ``path``, suggesting the closest known one."""
+    known = [str(k) for k in known]
+    close = difflib.get_close_matches(str(key), known, n=1)
+    if close:
+        return f"{path}{key}: unknown key (did you mean {path}{close[0]}?)"
+    return f"{path}{key}: unknown key" + ("" if path else f"; the keys are {', '.join(known)}")
+
+
+def describe(value) -> str:
+    """A JSON value as an error message shows it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (dict, list, tuple)):
+        return {dict: "an object", list: "a list", tuple: "a list"}[type(value)]
+    return repr(value)
 
 
 __all__ = [n for n in dir() if not n.startswith("_") and n not in ("annotations", "dataclass", "field")]

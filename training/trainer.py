@@ -76,8 +76,9 @@ def train(model: torch.nn.Module, params: Iterable, train_loader, cfg: TrainConf
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(lr_factor, cfg=cfg))
     checkpoints = CheckpointFolder(out_dir / "checkpoints", cfg.keep_checkpoints)
     console = Console(stderr=True)
+    autocast = _autocast(cfg, device)
     step_fn = functools.partial(_forward_backward, model, loss_fn=loss_fn, optimizer=optimizer, cfg=cfg,
-                                device=device, autocast=_autocast(cfg, device))
+                                device=device, autocast=autocast)
 
     with RunRandomness(cfg.seed, device) as rng, StopRequests() as stop:
         step, elapsed = _resume(checkpoints, device, model, names, optimizer, scheduler, rng, cfg, console)
@@ -113,7 +114,7 @@ def train(model: torch.nn.Module, params: Iterable, train_loader, cfg: TrainConf
                            "seconds": round(elapsed + time.perf_counter() - started, 3)})
                 progress.update(task, completed=step, status=f"loss {loss:.4g}  lr {lr:.3g}")
                 if val_loader is not None and ((cfg.val_every and step % cfg.val_every == 0) or step == cfg.steps):
-                    result.val = validate(model, val_loader, loss_fn, device, _autocast(cfg, device))
+                    result.val = validate(model, val_loader, loss_fn, device, autocast)
                     val_log.write({"step": step, **result.val})
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop.signal:
                     save(step)

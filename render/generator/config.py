@@ -12,15 +12,13 @@ The defaults are MegaSynth's published distributions where it gives them (docs/a
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..spec import PATTERNS
+from ..spec import PATTERNS, describe, from_plain, unknown_key
 
 RIGS = ("orbit", "line", "forward", "scatter", "room")  # the camera rigs the generator lays out
 Range = tuple[float, float]
@@ -323,13 +321,13 @@ class GeneratorConfig:
         partition headers written before the split by attribute (``LEGACY_FIELDS``). Raises
         ValueError naming the key path of an unknown key or a value of the wrong type or length."""
         if not isinstance(data, dict):
-            raise ValueError(f"expected an object of sections ({', '.join(SECTIONS)}), got {_kind(data)}")
+            raise ValueError(f"expected an object of sections ({', '.join(SECTIONS)}), got {describe(data)}")
         if data and not set(data) & set(SECTIONS) and set(data) <= set(_LEGACY):
             nested: dict = {}
             for name, value in data.items():
                 nested.setdefault(_LEGACY[name], {})[name] = value
             data = nested
-        return _build(cls, data, "")
+        return from_plain(cls, data)
 
     def override(self, partial: dict) -> "GeneratorConfig":
         """A copy with the values of a partial nested dict, e.g. ``{"lighting": {"p_area_pair": 0.5}}``."""
@@ -355,8 +353,8 @@ def load_generator_config(path: str | Path, base: GeneratorConfig = GeneratorCon
 def _merge(base: dict, partial, path: str) -> dict:
     if not isinstance(partial, dict):
         if not path:
-            raise ValueError(f"expected an object of sections ({', '.join(SECTIONS)}), got {_kind(partial)}")
-        raise ValueError(f"{path.rstrip('.')}: expected an object, got {_kind(partial)}")
+            raise ValueError(f"expected an object of sections ({', '.join(SECTIONS)}), got {describe(partial)}")
+        raise ValueError(f"{path.rstrip('.')}: expected an object, got {describe(partial)}")
     out = dict(base)
     for key, value in partial.items():
         if key not in base:
@@ -366,65 +364,6 @@ def _merge(base: dict, partial, path: str) -> dict:
 
 
 def _unknown(key, known, path: str) -> str:
-    known = [str(k) for k in known]
-    if not path and key in _LEGACY:
+    if not path and key in _LEGACY:  # a setting of the flat config before the split by attribute
         return f"{key}: unknown key (did you mean {_LEGACY[key]}.{key}?)"
-    close = difflib.get_close_matches(str(key), known, n=1)
-    if close:
-        return f"{path}{key}: unknown key (did you mean {path}{close[0]}?)"
-    return f"{path}{key}: unknown key" + ("" if path else f"; the sections are {', '.join(known)}")
-
-
-def _build(cls, data: dict, path: str):
-    if not isinstance(data, dict):
-        raise ValueError(f"{path.rstrip('.')}: expected an object, got {_kind(data)}")
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
-        if key not in names:
-            raise ValueError(_unknown(key, names, path))
-    hints = typing.get_type_hints(cls)
-    values = {key: _value(hints[key], value, f"{path}{key}") for key, value in data.items()}
-    try:
-        return cls(**values)
-    except ValueError as e:
-        raise ValueError(f"{path}{e}") from None
-
-
-def _value(tp, value, path: str):
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, f"{path}.")
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        return _value(next(a for a in args if a is not type(None)), value, path)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{path}: expected a list, got {_kind(value)}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_value(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ValueError(f"{path}: expected {len(args)} values, got {len(value)}")
-        return tuple(_value(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise ValueError(f"{path}: expected a finite number, got {value!r}")
-        return float(value)
-    if tp is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if tp in (str, bool) and isinstance(value, tp):
-        return value
-    raise ValueError(f"{path}: expected {_TYPE_NAMES.get(tp, getattr(tp, '__name__', tp))}, got {_kind(value)}")
-
-
-_TYPE_NAMES = {float: "a number", int: "an integer", str: "a string", bool: "true or false"}
-
-
-def _kind(value) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"{str(value).lower()}"
-    if isinstance(value, (dict, list, tuple)):
-        return {dict: "an object", list: "a list", tuple: "a list"}[type(value)]
-    return repr(value)
+    return unknown_key(key, known, path)
