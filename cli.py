@@ -1,6 +1,7 @@
 """AttrSpace command line: a thin layer over the packages (see README.md)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -138,6 +139,191 @@ def predict(
         fail(str(e))
     typer.echo(f"{summary['views']} views at {summary['width']}x{summary['height']}: depth in {out / 'depth'}, "
                f"cameras in {out / 'cameras.json'}, {summary['points']} points in {out / 'points.ply'}")
+
+
+mine_app = typer.Typer(add_completion=False, help="Mine attribute subspaces: LoRA clusters, shared subspaces, "
+                                                 "the basis and the report (docs/mining.md).")
+app.add_typer(mine_app, name="mine")
+
+
+def _mine_errors():
+    from mining.basis import BasisError
+    from mining.config import MineConfigError
+    from model.checkpoint import CheckpointError
+    from render.dataset import PartitionError
+    from render.jobs import JobError
+    return (MineConfigError, BasisError, CheckpointError, JobError, PartitionError, OSError, ValueError, RuntimeError)
+
+
+@mine_app.callback(invoke_without_command=True)
+def mine(
+    ctx: typer.Context,
+    out: Path = typer.Option(Path("mined"), help="run folder: members/, subspaces, basis, report"),
+    preset: Optional[str] = typer.Option(None, help="default (about 2 h on 2 cores) | quick (about 15 min); "
+                                                    "default: the run's stored settings, else 'default'"),
+    checkpoint: Optional[Path] = typer.Option(None, help="base model weights (default: assets/vggt_small.safetensors)"),
+    model_preset: Optional[str] = typer.Option(None, help="model preset for checkpoints without a stored config "
+                                                          "(official weights: vggt-1b)"),
+    data: Optional[Path] = typer.Option(None, help="render root: DATA/ATTRIBUTE/pNNN (rendered where missing)"),
+    render_preset: Optional[str] = typer.Option(None, help="render preset of the partitions (default | paper | preview)"),
+    samples: Optional[int] = typer.Option(None, help="samples per partition (default: the render preset's)"),
+    held_out: Optional[int] = typer.Option(None, help="samples per partition kept for the member's evaluation"),
+    members: Optional[int] = typer.Option(None, help="members (partitions) per attribute"),
+    mixed_members: Optional[int] = typer.Option(None, help="members of the generic cluster on mixed partitions"),
+    steps: Optional[int] = typer.Option(None, help="optimizer steps per member"),
+    rank: Optional[int] = typer.Option(None, help="LoRA rank r of every member"),
+    lora_alpha: Optional[float] = typer.Option(None, help="LoRA alpha (scaling alpha / r)"),
+    lr: Optional[float] = typer.Option(None, help="peak learning rate of every member"),
+    batch_size: Optional[int] = typer.Option(None, help="sequences per step"),
+    frames: Optional[int] = typer.Option(None, help="views per training sequence"),
+    resolution: Optional[int] = typer.Option(None, help="training width = height (a multiple of 14; vggt-1b: 518)"),
+    camera_weight: Optional[float] = typer.Option(None, help="camera loss weight"),
+    depth_weight: Optional[float] = typer.Option(None, help="depth loss weight"),
+    point_weight: Optional[float] = typer.Option(None, help="point loss weight"),
+    targets: Optional[str] = typer.Option(None, help="regex of the module names that get a LoRA"),
+    subspace_rank: Optional[str] = typer.Option(None, help="d' per attribute and layer: an integer or 'auto'"),
+    rank_bounds: Optional[str] = typer.Option(None, help="LOW,HIGH: where --subspace-rank auto looks for the gap"),
+    alpha: Optional[float] = typer.Option(None, help="IRLS exponent (1 = median-like, 2 = plain mean)"),
+    eps: Optional[float] = typer.Option(None, help="IRLS epsilon, relative to the RMS member update norm"),
+    max_iter: Optional[int] = typer.Option(None, help="IRLS iterations at most"),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda (default: cuda if available)"),
+    gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing",
+                                                          help="recompute activations in the backward pass (GPUs)"),
+    render: bool = typer.Option(True, "--render/--no-render", help="render missing partitions first"),
+) -> None:
+    """Without a command: train every member, extract, write the basis and the report (resumable)."""
+    from mining.config import MineConfig, MineConfigError
+    from mining.members import checkpoint_path
+    from mining.pipeline import CONFIG_FILE, open_run, stored_config
+
+    sub_rank = subspace_rank if subspace_rank in (None, "auto") else _int_option(subspace_rank, "--subspace-rank")
+    bounds = None if rank_bounds is None else tuple(_int_option(x, "--rank-bounds") for x in rank_bounds.split(","))
+    overrides = dict(checkpoint=_str(checkpoint), model_preset=model_preset, data=_str(data), render_preset=render_preset,
+                     samples=samples, held_out=held_out, members=members, mixed_members=mixed_members, steps=steps,
+                     rank=rank, lora_alpha=lora_alpha, lr=lr, batch_size=batch_size,
+                     frames=frames, resolution=resolution, camera_weight=camera_weight,
+                     depth_weight=depth_weight, point_weight=point_weight, targets=targets, subspace_rank=sub_rank,
+                     rank_bounds=bounds, alpha=alpha, eps=eps, max_iter=max_iter, device=device,
+                     gradient_checkpointing=gradient_checkpointing)
+    try:
+        if (out / CONFIG_FILE).is_file() and preset is None:
+            cfg = stored_config(out, **overrides)
+        else:
+            cfg = MineConfig.preset(preset or "default", out=str(out), **overrides)
+        if not checkpoint_path(cfg).is_file():
+            raise MineConfigError(f"{cfg.checkpoint}: no such checkpoint (the shipped one is "
+                                  "assets/vggt_small.safetensors)")
+        if ctx.invoked_subcommand is not None and any(a in ("--help", "-h") for a in sys.argv):
+            return                                  # `mine train --help`: nothing to check or write
+        # every step checks the settings against the run's (and the first one stores them)
+        ctx.obj = {"cfg": open_run(cfg), "render": render}
+        if ctx.invoked_subcommand is not None:
+            return
+        _mine_train(cfg, "0/1", render)             # all of it, even inside an array job
+        _mine_extract(cfg)
+        _mine_basis(cfg, None, None, None)
+        _mine_report(cfg)
+    except _mine_errors() as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        fail("interrupted; rerun the same command to resume", 130)
+
+
+def _str(path: Optional[Path]) -> Optional[str]:
+    return None if path is None else str(path)
+
+
+def _int_option(text: str, name: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        fail(f"{name} {text!r}: expected an integer or 'auto'")
+
+
+def _mine_train(cfg, shard, render: bool, attribute=None, member=None) -> None:
+    from mining.pipeline import members_for, train_members
+    from render.jobs import parse_shard
+
+    chosen = members_for(cfg, parse_shard(shard), attribute, member)
+    typer.echo(f"{len(chosen)} member(s) in this job: {', '.join(m.name for m in chosen[:6])}"
+               f"{' ...' if len(chosen) > 6 else ''}")
+    records = train_members(cfg, chosen, render=render, progress=typer.echo)
+    improved = sum(r["held_out_after"]["loss"] < r["held_out_before"]["loss"] for r in records)
+    typer.echo(f"{len(records)} member(s) done; held-out loss dropped for {improved} of them")
+
+
+def _mine_extract(cfg) -> None:
+    from mining.extract import run_extract
+
+    run_extract(cfg, progress=typer.echo)
+    typer.echo(f"subspaces: {cfg.out_dir / 'subspaces.safetensors'}; statistics: {cfg.out_dir / 'extract.json'}")
+
+
+def _mine_basis(cfg, attributes, rank, path) -> None:
+    from mining.pipeline import build_basis
+
+    summary = build_basis(cfg, attributes, rank, path)
+    dropped = sum(a + b for a, b in summary.dropped.values())
+    typer.echo(f"basis: {summary.path}: {len(summary.modules)} layers, {summary.directions_A} / {summary.directions_B} "
+               f"directions (column / row), {dropped} dependent directions dropped, "
+               f"{summary.trainable_params:,} trainable parameters in M")
+
+
+def _mine_report(cfg) -> None:
+    from mining.report import write_report
+
+    folder = write_report(cfg)
+    typer.echo(f"report: {folder / 'README.md'}")
+
+
+@mine_app.command("train")
+def mine_train(
+    ctx: typer.Context,
+    attribute: Optional[str] = typer.Option(None, help="train one member: its attribute (or 'mixed')"),
+    member: Optional[int] = typer.Option(None, help="train one member: its index (partition pNNN)"),
+    shard: Optional[str] = typer.Option(None, help="I/N: the I-th of N slices of all members (default: SLURM array "
+                                                   "variables, else all)"),
+) -> None:
+    """Train LoRA members (finished ones are skipped, killed ones resume)."""
+    try:
+        _mine_train(ctx.obj["cfg"], shard, ctx.obj["render"], attribute, member)
+    except _mine_errors() as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        fail("interrupted; rerun the same command to resume", 130)
+
+
+@mine_app.command("extract")
+def mine_extract(ctx: typer.Context) -> None:
+    """Extract every attribute's shared subspace per layer, with the controls (chance, halves, activations)."""
+    try:
+        _mine_extract(ctx.obj["cfg"])
+    except _mine_errors() as e:
+        fail(str(e))
+
+
+@mine_app.command("basis")
+def mine_basis(
+    ctx: typer.Context,
+    attributes: Optional[str] = typer.Option(None, help="comma-separated subset (default: all mined attributes)"),
+    rank: Optional[str] = typer.Option(None, help="d' per attribute and layer: an integer or 'auto' (default: the run's)"),
+    out_file: Optional[Path] = typer.Option(None, help="where to write (default: OUT/basis.safetensors)"),
+) -> None:
+    """Write the concatenated, orthonormalised attribute basis that finetune/ reads."""
+    rank_value = rank if rank in (None, "auto") else _int_option(rank, "--rank")
+    try:
+        _mine_basis(ctx.obj["cfg"], attributes.split(",") if attributes else None, rank_value, out_file)
+    except _mine_errors() as e:
+        fail(str(e))
+
+
+@mine_app.command("report")
+def mine_report(ctx: typer.Context) -> None:
+    """Plots, summary.json and README.md of the run (needs `mine extract`)."""
+    try:
+        _mine_report(ctx.obj["cfg"])
+    except _mine_errors() as e:
+        fail(str(e))
 
 
 if __name__ == "__main__":

@@ -56,14 +56,14 @@ AMBIENT = 0.3
 
 
 def write_partitions(out: Path, partitions: int, samples: int, views: int, hw: tuple[int, int],
-                     attribute: str = "mixed", seed: int = 0) -> RenderJob:
+                     attribute: str = "mixed", seed: int = 0, first_partition: int = 0) -> RenderJob:
     """Write ``partitions`` complete partitions of ``samples`` samples of ``views`` views at ``hw`` =
     (height, width) under ``out/<attribute>/``, as ``attrspace render`` would; returns the job. Like a
     rerun of the real job, samples and partitions that are already complete are kept."""
     height, width = hw
     job = RenderJob(attribute=attribute, partitions=partitions, samples=samples, views=views, out=Path(out),
                     settings=RenderSettings(width=width, height=height, spp=2), seed=seed,
-                    generator=GeneratorConfig.light())
+                    generator=GeneratorConfig.light(), first_partition=first_partition)
     run(job, workers=1, renderer=RaycastRenderer)
     return job
 

@@ -1,0 +1,1 @@
+"""Attribute subspaces mined from clusters of LoRAs (docs/mining.md)."""

@@ -1,0 +1,173 @@
+"""The mining run end to end on a tiny model and ray-cast partitions: `cli.py mine train` in shards,
+`extract`, `basis`, `report`; the basis loads and fits the model; a killed member resumes to the same
+adapter as an uninterrupted one; members' factors are peft's update, scaling included."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, cli
+from synthetic import write_partitions
+
+peft = pytest.importorskip("peft")
+
+from mining.basis import check_against_model, read_basis  # noqa: E402
+from mining.config import ATTRIBUTES  # noqa: E402
+from mining.members import load_member_factors  # noqa: E402
+from model import VGGT, VGGTConfig, save_checkpoint  # noqa: E402
+from training.rng import seeded  # noqa: E402
+
+MIXED_FIRST = 96
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mine")
+    with seeded(0):
+        model = VGGT(VGGTConfig.preset("tiny"))
+    save_checkpoint(model, root / "tiny.safetensors")
+    for i, attribute in enumerate(ATTRIBUTES):
+        write_partitions(root / "data", partitions=2, samples=4, views=2, hw=(28, 28), attribute=attribute, seed=i)
+    write_partitions(root / "data", partitions=2, samples=4, views=2, hw=(28, 28), attribute="mixed", seed=9,
+                     first_partition=MIXED_FIRST)
+    return root
+
+
+def mine_args(root, out, *extra, steps=4):
+    return ["mine", "--out", str(out), "--checkpoint", str(root / "tiny.safetensors"), "--data", str(root / "data"),
+            "--members", "2", "--mixed-members", "2", "--steps", str(steps), "--rank", "2", "--subspace-rank", "2",
+            "--resolution", "28", "--frames", "2", "--no-render", *extra]
+
+
+def test_mine_in_shards_then_extract_basis_report(setup):
+    root, out = setup, setup / "mined"
+    for shard in ("0/2", "1/2"):
+        r = cli(*mine_args(root, out), "train", "--shard", shard)
+        assert r.returncode == 0, r.stderr
+    members = sorted(p.parent.relative_to(out / "members").as_posix() for p in (out / "members").rglob("member.json"))
+    assert members == [f"{a}/m{i:02d}" for a in sorted([*ATTRIBUTES, "mixed"]) for i in range(2)]
+    record = json.loads((out / "members/lighting/m01/member.json").read_text())
+    assert record["data"]["partition"].endswith("lighting/p001") and record["held_out_samples"] == 2
+    assert record["data"]["render"]["width"] == 28 and record["train"]["steps"] == 4
+    assert json.loads((out / "members/mixed/m00/member.json").read_text())["data"]["partition"].endswith("mixed/p096")
+
+    # later steps read the run's settings from OUT/config.json
+    for step in ("extract", "basis", "report"):
+        r = cli("mine", "--out", str(out), step)
+        assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "extract.json").read_text())
+    assert set(summary["clusters"]) == {*ATTRIBUTES, "mixed"}
+    assert len(summary["layers"]) == 2 * 2 * 4                     # 2 frame + 2 global blocks x 4 layers
+    for side in ("column", "row"):
+        assert all(0 <= d <= 1 for pair in summary["distances"][side].values() for d in pair["distance"])
+    basis = read_basis(out / "basis.safetensors")
+    assert basis.attributes == list(ATTRIBUTES) and basis.metadata["format"] == "attrspace-basis/1"
+    assert basis.metadata["model_config"]["embed_dim"] == 64 and len(basis.metadata["checkpoint_sha256"]) == 64
+    for name in basis.A:
+        a, b = basis.A[name].double(), basis.B[name].double()
+        assert a.shape[1] <= 8 and torch.allclose(a.T @ a, torch.eye(a.shape[1], dtype=a.dtype), atol=1e-5)
+        assert torch.allclose(b.T @ b, torch.eye(b.shape[1], dtype=b.dtype), atol=1e-5)
+    with seeded(0):
+        check_against_model(basis, VGGT(VGGTConfig.preset("tiny")))
+    assert (out / "report" / "README.md").is_file() and (out / "report" / "summary.json").is_file()
+
+    # an ablation basis: two attributes, d' = 1
+    r = cli("mine", "--out", str(out), "basis", "--attributes", "camera,lighting", "--rank", "1",
+            "--out-file", str(out / "cl1.safetensors"))
+    assert r.returncode == 0, r.stderr
+    small = read_basis(out / "cl1.safetensors")
+    assert small.attributes == ["camera", "lighting"] and all(v.shape[1] <= 2 for v in small.A.values())
+
+
+def test_a_different_setting_in_the_same_run_folder_is_refused(setup):
+    root, out = setup, setup / "refuse"
+    assert cli(*mine_args(root, out), "train", "--attribute", "texture", "--member", "0").returncode == 0
+    r = cli(*mine_args(root, out, steps=5), "train", "--attribute", "texture", "--member", "1")
+    assert r.returncode == 2 and "steps: 4 -> 5" in r.stderr and "Traceback" not in r.stderr
+    r = cli("mine", "--out", str(out), "extract")
+    assert r.returncode == 2 and "not trained yet" in r.stderr
+
+
+def test_killed_member_resumes_to_the_uninterrupted_adapter(setup):
+    root = setup
+    args = lambda out: [sys.executable, str(ROOT / "cli.py"), *mine_args(root, out, steps=16),  # noqa: E731
+                        "train", "--attribute", "geometry", "--member", "1"]
+    assert subprocess.run(args(root / "whole"), capture_output=True).returncode == 0
+    proc = subprocess.Popen(args(root / "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    checkpoints = root / "killed/members/geometry/m01/run/checkpoints"
+    deadline = time.time() + 120
+    while not any(checkpoints.glob("step_*.pt")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (root / "killed/members/geometry/m01/member.json").exists()
+    assert subprocess.run(args(root / "killed"), capture_output=True).returncode == 0
+    whole = load_member_factors(root / "whole/members/geometry/m01")
+    resumed = load_member_factors(root / "killed/members/geometry/m01")
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        np.testing.assert_array_equal(whole[name][0], resumed[name][0])
+        np.testing.assert_array_equal(whole[name][1], resumed[name][1])
+
+
+def test_member_factors_are_peft_effective_update(tmp_path):
+    """A Bᵀ from load_member_factors equals what peft's merge adds to the weight (scaling alpha/r)."""
+    with seeded(0):
+        base = VGGT(VGGTConfig.preset("tiny"))
+        model = peft.get_peft_model(base, peft.LoraConfig(r=2, lora_alpha=6, target_modules=["attn.qkv"],
+                                                          init_lora_weights=False))
+    name = "aggregator.frame_blocks.0.attn.qkv"
+    before = dict(model.base_model.model.named_modules())[name].base_layer.weight.detach().clone()
+    model.save_pretrained(str(tmp_path / "adapter"))
+    a, b = load_member_factors(tmp_path)[name]
+    merged = model.merge_and_unload()
+    after = dict(merged.named_modules())[name].weight.detach()
+    np.testing.assert_allclose(a @ b.T, (after - before).double().numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--checkpoint", "nowhere.safetensors", "train"], "nowhere.safetensors: no such checkpoint"),
+    (["--subspace-rank", "many", "basis"], "--subspace-rank 'many': expected an integer or 'auto'"),
+    (["--members", "1", "train"], "members must be >= 2"),
+])
+def test_bad_mine_options_get_one_line_and_exit_2(tmp_path, args, message):
+    r = cli("mine", "--out", str(tmp_path / "m"), *args)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_gradient_checkpointing_trains_the_same_member(setup):
+    """The GPU memory option recomputes activations; the member it trains is the same."""
+    from mining.config import MineConfig
+    from mining.members import Member, member_dir, train_member
+
+    adapters = []
+    for flag in (False, True):
+        cfg = MineConfig(checkpoint=str(setup / "tiny.safetensors"), data=str(setup / "data"), members=2,
+                         mixed_members=0, steps=3, rank=2, resolution=28, frames=2, device="cpu",
+                         gradient_checkpointing=flag, out=str(setup / f"gc_{flag}"))
+        train_member(cfg, Member("camera", 0), progress=False)
+        adapters.append(load_member_factors(member_dir(cfg, Member("camera", 0))))
+    for name, (a, b) in adapters[0].items():
+        np.testing.assert_allclose(adapters[1][name][0], a, atol=1e-6)
+        np.testing.assert_allclose(adapters[1][name][1], b, atol=1e-6)
+
+
+def test_partitions_rendered_with_other_settings_are_refused(setup, tmp_path):
+    """A member never trains on renders its config does not describe: the ray-cast partitions here
+    (28 px, light generator) are not what the default render preset makes."""
+    from mining.config import MineConfig
+    from mining.members import Member
+    from mining.pipeline import render_partitions
+    from render.jobs import JobError
+
+    cfg = MineConfig(data=str(setup / "data"), out=str(tmp_path / "m"))
+    with pytest.raises(JobError, match="p000"):
+        render_partitions(cfg, [Member("texture", 0)], bars=False)
