@@ -159,7 +159,7 @@ def _mine_errors():
 def mine(
     ctx: typer.Context,
     out: Path = typer.Option(Path("mined"), help="run folder: members/, subspaces, basis, report"),
-    preset: Optional[str] = typer.Option(None, help="default (about 2 h on 2 cores) | quick (about 15 min); "
+    preset: Optional[str] = typer.Option(None, help="default (about 1 h 40 min on 2 cores) | quick (12 min); "
                                                     "default: the run's stored settings, else 'default'"),
     checkpoint: Optional[Path] = typer.Option(None, help="base model weights (default: assets/vggt_small.safetensors)"),
     model_preset: Optional[str] = typer.Option(None, help="model preset for checkpoints without a stored config "

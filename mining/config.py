@@ -124,7 +124,7 @@ class MineConfig:
 # Chosen by measurement on the shipped small model (docs/mining.md, "Defaults and what they show").
 PRESETS: dict[str, dict] = {
     "default": {},
-    # about 15 minutes on two cores, rendering included: two members per attribute, short runs
+    # 12 minutes on two cores, rendering included (measured): two members per attribute, short runs
     "quick": {"members": 2, "mixed_members": 2, "steps": 60},
 }
 
