@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -146,13 +147,23 @@ mine_app = typer.Typer(add_completion=False, help="Mine attribute subspaces: LoR
 app.add_typer(mine_app, name="mine")
 
 
-def _mine_errors():
+@contextmanager
+def _mine_step():
+    """Bad input, a failed step or Ctrl-C become one line and an exit code, never a traceback."""
     from mining.basis import BasisError
     from mining.config import MineConfigError
     from model.checkpoint import CheckpointError
     from render.dataset import PartitionError
     from render.jobs import JobError
-    return (MineConfigError, BasisError, CheckpointError, JobError, PartitionError, OSError, ValueError, RuntimeError)
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except (MineConfigError, BasisError, CheckpointError, JobError, PartitionError, OSError, ValueError,
+            RuntimeError) as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        fail("interrupted; rerun the same command to resume", 130)
 
 
 @mine_app.callback(invoke_without_command=True)
@@ -205,7 +216,7 @@ def mine(
                      depth_weight=depth_weight, point_weight=point_weight, targets=targets, subspace_rank=sub_rank,
                      rank_bounds=bounds, alpha=alpha, eps=eps, max_iter=max_iter, device=device,
                      gradient_checkpointing=gradient_checkpointing)
-    try:
+    with _mine_step():
         if (out / CONFIG_FILE).is_file() and preset is None:
             cfg = stored_config(out, **overrides)
         else:
@@ -223,10 +234,6 @@ def mine(
         _mine_extract(cfg)
         _mine_basis(cfg, None, None, None)
         _mine_report(cfg)
-    except _mine_errors() as e:
-        fail(str(e))
-    except KeyboardInterrupt:
-        fail("interrupted; rerun the same command to resume", 130)
 
 
 def _str(path: Optional[Path]) -> Optional[str]:
@@ -285,21 +292,15 @@ def mine_train(
                                                    "variables, else all)"),
 ) -> None:
     """Train LoRA members (finished ones are skipped, killed ones resume)."""
-    try:
+    with _mine_step():
         _mine_train(ctx.obj["cfg"], shard, ctx.obj["render"], attribute, member)
-    except _mine_errors() as e:
-        fail(str(e))
-    except KeyboardInterrupt:
-        fail("interrupted; rerun the same command to resume", 130)
 
 
 @mine_app.command("extract")
 def mine_extract(ctx: typer.Context) -> None:
     """Extract every attribute's shared subspace per layer, with the controls (chance, halves, activations)."""
-    try:
+    with _mine_step():
         _mine_extract(ctx.obj["cfg"])
-    except _mine_errors() as e:
-        fail(str(e))
 
 
 @mine_app.command("basis")
@@ -311,19 +312,15 @@ def mine_basis(
 ) -> None:
     """Write the concatenated, orthonormalised attribute basis that finetune/ reads."""
     rank_value = rank if rank in (None, "auto") else _int_option(rank, "--rank")
-    try:
+    with _mine_step():
         _mine_basis(ctx.obj["cfg"], attributes.split(",") if attributes else None, rank_value, out_file)
-    except _mine_errors() as e:
-        fail(str(e))
 
 
 @mine_app.command("report")
 def mine_report(ctx: typer.Context) -> None:
     """Plots, summary.json and README.md of the run (needs `mine extract`)."""
-    try:
+    with _mine_step():
         _mine_report(ctx.obj["cfg"])
-    except _mine_errors() as e:
-        fail(str(e))
 
 
 if __name__ == "__main__":

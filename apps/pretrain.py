@@ -9,7 +9,6 @@ a model card next to them.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import functools
 import json
@@ -27,6 +26,7 @@ from model import VGGT, VGGTConfig, save_checkpoint
 from render.presets import preset_job
 from training import LossWeights, SynthSequences, TrainConfig, find_partitions, make_loader, train, vggt_loss
 from training.evaluate import evaluate_on_motorcycle, evaluate_on_sequences, motorcycle_pair
+from training.logs import read_log
 from training.rng import seeded
 
 
@@ -128,11 +128,7 @@ def pretrain(cfg: PretrainConfig, root: Path, progress: bool = True) -> dict:
 def _training_log_summary(out: Path, last: int = 100) -> tuple[float | None, float | None]:
     """(training seconds, mean loss over the last ``last`` steps) from the run's log.csv; a single step's
     loss is too noisy to report, and a resumed, already finished run has no "last step" of its own."""
-    log = out / "log.csv"
-    if not log.exists():
-        return None, None
-    with open(log, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_log(out / "log.csv")
     if not rows:
         return None, None
     tail = [float(r["loss"]) for r in rows[-last:]]

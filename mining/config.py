@@ -128,5 +128,4 @@ PRESETS: dict[str, dict] = {
     "quick": {"members": 2, "mixed_members": 2, "steps": 60},
 }
 
-ALL_FIELDS = tuple(f.name for f in dataclasses.fields(MineConfig))
 __all__ = ["ATTRIBUTES", "DEFAULT_TARGETS", "MineConfig", "MineConfigError", "PRESETS"]

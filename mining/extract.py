@@ -31,7 +31,7 @@ from common.atomic import atomic_path, write_json
 
 from .config import MineConfig, MineConfigError
 from .members import MIXED, Member, all_members, is_done, load_member_factors, member_dir
-from .subspace import SharedSubspace, chance_distance, energy_share, extract_shared, orthonormal_basis
+from .subspace import SharedSubspace, chance_distance, energy_inside, energy_share, extract_shared, orthonormal_basis
 
 COMMON_RANK = 4
 CHANCE_SAMPLES = 100
@@ -102,11 +102,12 @@ def _side(s: SharedSubspace, side: str):
 
 def _project_out(factors: list[dict], layers: list[str], common: dict[str, SharedSubspace]) -> list[dict]:
     """Members' factors with the common column subspace removed from A and the common row subspace from B."""
+    bases = {layer: (orthonormal_basis(common[layer].A).cpu().numpy(), orthonormal_basis(common[layer].B).cpu().numpy())
+             for layer in layers}
     out = []
     for f in factors:
         g = {}
-        for layer in layers:
-            qa, qb = orthonormal_basis(common[layer].A).cpu().numpy(), orthonormal_basis(common[layer].B).cpu().numpy()
+        for layer, (qa, qb) in bases.items():
             a, b = f[layer]
             g[layer] = (a - qa @ (qa.T @ a), b - qb @ (qb.T @ b))
         out.append(g)
@@ -171,11 +172,11 @@ def common_analysis(cfg: MineConfig, clusters: dict[str, Cluster], layers: list[
     attrs = [a for a in clusters if a != MIXED]
     pooled = [f for a in attrs for f in clusters[a].factors]
     common = extract_cluster(pooled, layers, cfg, rank=COMMON_RANK, device=device)
+    bases = {side: {l: orthonormal_basis(_side(common[l], side)) for l in layers} for side in ("column", "row")}
     shares = {}
     for a in clusters:
         for name, f in zip(clusters[a].members, clusters[a].factors):
-            shares[name] = {side: _energy_weighted([(f[l], _side(common[l], side)) for l in layers], side)
-                            for side in ("column", "row")}
+            shares[name] = {side: _energy_weighted(f, bases[side], side) for side in bases}
     explained = {}
     if MIXED in subspaces:
         for a in attrs:
@@ -184,19 +185,11 @@ def common_analysis(cfg: MineConfig, clusters: dict[str, Cluster], layers: list[
     return {"rank": COMMON_RANK, "member_energy_share": shares, "mixed_explains": explained}, common
 
 
-def _energy_weighted(items, side: str) -> float:
-    """Share of a member's total update energy (summed over layers) inside the per-layer bases."""
-    inside = total = 0.0
-    for (a, b), basis in items:
-        q = orthonormal_basis(basis)
-        a_t = torch.as_tensor(a, dtype=torch.float64, device=q.device)
-        b_t = torch.as_tensor(b, dtype=torch.float64, device=q.device)
-        energy = float(((a_t.T @ a_t) * (b_t.T @ b_t)).sum())
-        proj = q.T @ (a_t if side == "column" else b_t)
-        other = b_t if side == "column" else a_t
-        inside += float(((proj.T @ proj) * (other.T @ other)).sum())
-        total += energy
-    return inside / total if total else float("nan")
+def _energy_weighted(factors: dict, bases: dict[str, torch.Tensor], side: str) -> float:
+    """Share of a member's total update energy (summed over layers) inside the per-layer orthonormal bases."""
+    parts = [energy_inside(*factors[layer], q, side) for layer, q in bases.items()]
+    total = sum(p[1] for p in parts)
+    return sum(p[0] for p in parts) / total if total else float("nan")
 
 
 def activation_table(cfg: MineConfig, subspaces: dict[str, dict[str, SharedSubspace]], layers: list[str]) -> dict:
@@ -246,8 +239,7 @@ def run_extract(cfg: MineConfig, activations: bool = True, progress=None) -> dic
     chance = chance_table(subspaces, layers, cfg.seed)
     summary = {
         "layers": layers,
-        "shapes": {l: [int(subspaces[next(iter(subspaces))][l].A.shape[0]), int(subspaces[next(iter(subspaces))][l].B.shape[0])]
-                   for l in layers},
+        "shapes": {l: [int(s.A.shape[0]), int(s.B.shape[0])] for l, s in next(iter(subspaces.values())).items()},
         "clusters": {n: c.members for n, c in clusters.items()},
         "extraction": {n: {l: {"rank": s.rank, "singular_values": _floats(s.singular_values), "weights": _floats(s.weights),
                                "residuals": _floats(s.residuals), "iterations": s.iterations, "converged": s.converged}

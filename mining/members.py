@@ -13,7 +13,6 @@ so each is an independent LoRA, as in the paper. A member folder holds peft's fi
 """
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import re
@@ -30,6 +29,7 @@ from common.atomic import atomic_path, write_json
 from model import VGGTConfig, load_model
 from render.dataset import load_partition
 from training import SynthSequences, TrainConfig, make_loader, train, vggt_loss
+from training.logs import read_log
 from training.rng import seeded
 from training.trainer import validate
 
@@ -185,8 +185,7 @@ def train_member(cfg: MineConfig, member: Member, progress: bool = True) -> dict
 
 def _log_summary(log: Path, window: int = 20) -> dict:
     """First and last loss (means over ``window`` steps) and the training time, from the run's log."""
-    with open(log, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_log(log)
     loss = [float(r["loss"]) for r in rows]
     return {"steps": len(rows), "loss_first": float(np.mean(loss[:window])), "loss_last": float(np.mean(loss[-window:])),
             "seconds": float(rows[-1]["seconds"]) if rows else None}

@@ -37,7 +37,14 @@ def open_run(cfg: MineConfig) -> MineConfig:
 
     path = cfg.out_dir / CONFIG_FILE
     stored = _read_config(path) if path.is_file() else None
-    sha = file_sha256(checkpoint_path(cfg))
+    checkpoint = checkpoint_path(cfg)
+    info = checkpoint.stat()
+    stat = [info.st_size, info.st_mtime_ns]
+    # every step and shard opens the run: hash a (possibly multi-GB) checkpoint only when it looks changed
+    if stored is not None and stored.get("checkpoint_stat") == stat and stored.get("checkpoint_sha256"):
+        sha = stored["checkpoint_sha256"]
+    else:
+        sha = file_sha256(checkpoint)
     if stored is not None:
         changed = [f"{k}: {stored.get(k)!r} -> {v!r}" for k, v in cfg.member_settings().items() if stored.get(k) != v]
         if stored.get("checkpoint_sha256", sha) != sha:
@@ -47,7 +54,7 @@ def open_run(cfg: MineConfig) -> MineConfig:
             raise MineConfigError(f"{path}: the members here were trained with other settings ({'; '.join(changed)}); "
                                   "use another --out")
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(path, cfg.to_dict() | {"checkpoint_sha256": sha})
+    write_json(path, cfg.to_dict() | {"checkpoint_sha256": sha, "checkpoint_stat": stat})
     return cfg
 
 
@@ -173,8 +180,4 @@ def build_basis(cfg: MineConfig, attributes: list[str] | None = None, rank: int 
     sha = stored_checkpoint_sha(cfg) or file_sha256(checkpoint)
     return write_basis(path or cfg.out_dir / BASIS_FILE, subspaces, attributes=attributes, model_config=config,
                        checkpoint_sha256=sha, members=members)
-
-
-def unfinished(cfg: MineConfig) -> list[Member]:
-    return [m for m in all_members(cfg) if not is_done(cfg, m)]
 

@@ -23,7 +23,6 @@ medians, and a mean of nothing is NaN / null / "n/a".
 """
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import math
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from common.atomic import atomic_path, write_json, write_text
+from training.logs import read_log
 
 from .config import MineConfig, MineConfigError
 from .members import MIXED
@@ -109,8 +109,7 @@ def _read_json(path: Path) -> dict | None:
 def _read_log(path: Path) -> list[tuple[int, float]]:
     """(step, loss) rows of a training log; [] when there is none."""
     try:
-        with open(path, newline="") as f:
-            return [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(f) if r.get("loss") not in (None, "")]
+        return [(int(r["step"]), float(r["loss"])) for r in read_log(path) if r.get("loss") not in (None, "")]
     except (OSError, KeyError, ValueError):
         return []
 

@@ -192,14 +192,18 @@ def chance_distance(n: int, d1: int, d2: int | None = None, samples: int = 200, 
 def energy_share(update_A: Array, update_B: Array, basis: Array, side: str = "column") -> float:
     """Share of the Frobenius energy of ΔW = A Bᵀ inside span(basis) on one side:
     ‖Qᵀ ΔW‖²/‖ΔW‖² (column side) or ‖ΔW Q‖²/‖ΔW‖² (row side), from the factors."""
-    q = orthonormal_basis(basis)
+    inside, total = energy_inside(update_A, update_B, orthonormal_basis(basis), side)
+    return inside / total if total else float("nan")
+
+
+def energy_inside(update_A: Array, update_B: Array, q: torch.Tensor, side: str = "column") -> tuple[float, float]:
+    """(energy of ΔW = A Bᵀ inside span(q) on one side, total energy ‖ΔW‖²_F) for an orthonormal ``q``
+    (as :func:`orthonormal_basis` gives), from the factors; callers with many updates per basis
+    orthonormalise it once."""
     a, b = _to_torch(update_A).to(q.device), _to_torch(update_B).to(q.device)
     if side == "row":
         a, b = b, a
-    total = _factored_norm2(a, b)
-    if total == 0:
-        return float("nan")
-    return float(_factored_norm2(q.T @ a, b) / total)
+    return _factored_norm2(q.T @ a, b), _factored_norm2(a, b)
 
 
 def _factored_norm2(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -220,4 +224,4 @@ def _like(template: Array, value: torch.Tensor) -> Array:
 
 
 __all__ = ["SharedSubspace", "extract_shared", "subspace_distance", "choose_rank", "chance_distance",
-           "orthonormal_basis", "energy_share"]
+           "orthonormal_basis", "energy_share", "energy_inside"]

@@ -8,6 +8,15 @@ from pathlib import Path
 from common.atomic import atomic_path, write_text
 
 
+def read_log(path: str | Path) -> list[dict]:
+    """The rows of a run's CSV log (strings, as written); [] when there is none yet."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 class CsvLog:
     """A CSV file of rows keyed by "step", appended and flushed row by row. Rows after
     ``keep_through_step`` (written by a run that died after its last checkpoint) are dropped on opening,
@@ -16,8 +25,7 @@ class CsvLog:
     def __init__(self, path: Path, keep_through_step: int):
         self.path, self.rows, self._file, self._writer = Path(path), [], None, None
         if self.path.exists():
-            with open(self.path, newline="") as f:
-                self.rows = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_through_step]
+            self.rows = [r for r in read_log(self.path) if int(r["step"]) <= keep_through_step]
             if self.rows:
                 text = io.StringIO()
                 writer = csv.DictWriter(text, fieldnames=list(self.rows[0]))
