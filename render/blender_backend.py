@@ -6,6 +6,11 @@ whose samples share geometry reuses it; Cycles' persistent data then keeps its B
 ``render(spec)`` renders every view into one multilayer EXR each (beauty, z-depth, object index and a
 geometric-normal AOV) and returns numpy arrays.
 
+A ``MeshSceneSpec`` (mesh mode, docs/meshes.md) is built the same way: the user's mesh becomes one
+object from trimesh's arrays (never a Blender importer), its texture a generated image, its colours a
+corner colour attribute; samples of a partition share it and change only lights and cameras. Switching
+between procedural and mesh specs starts from an empty scene.
+
 Blender facts this relies on (bpy 5.0, measured): the Depth pass is
 camera-plane z from the first sample (background 1e10); Object Index likewise; pixels are not readable
 from ``Render Result`` in background mode, hence the EXR round trip; bpy is used from the main thread only.
@@ -24,12 +29,16 @@ import numpy as np
 import OpenEXR
 
 from . import camera as cam
+from . import meshes
 from .files import ViewPixels
 from .geometry import ROOM_UIDS, Mesh, room_meshes, shape_mesh
-from .spec import Light, Material, RenderSettings, SceneSpec, Shape
+from .spec import Light, Material, MeshAsset, MeshSceneSpec, RenderSettings, SceneSpec, Shape
 
 NORMAL_AOV = "gnormal"
 BACKGROUND_Z = 1e9  # Blender writes 1e10 where a ray leaves the scene
+CLIP = (1e-3, 100.0)  # camera clip range of procedural scenes (scene units)
+COLOR_ATTRIBUTE = "Col"  # a mesh's corner colours
+UV_MAP = "UVMap"
 
 
 class BlenderRenderer:
@@ -47,6 +56,8 @@ class BlenderRenderer:
         self._material_specs: list[Material] = []
         self._glass = None
         self._lights: list = []
+        self._mesh_asset: MeshAsset | None = None  # the user mesh in the scene (mesh mode)
+        self._mesh_data: list = []  # its materials and images, removed with it
         self._setup()
 
     # ------------------------------------------------------------------------------------ setup
@@ -104,17 +115,28 @@ class BlenderRenderer:
         self._world_background = _node_tree(world).nodes.new("ShaderNodeBackground")
         out = _node_tree(world).nodes.new("ShaderNodeOutputWorld")
         _node_tree(world).links.new(self._world_background.outputs["Background"], out.inputs["Surface"])
+        # bpy 5.0 gives a new world its own Background -> World Output, and that output stays the active
+        # one: procedural scenes have always rendered with its default grey (0.05), not the spec's sky.
+        # Left so (existing partitions must resume pixel-identically); mesh scenes activate this output.
+        self._world_output = out
 
     def reset(self) -> None:
         """Forget the scene: the next ``set_scene`` builds everything from scratch."""
         self._spec, self._objects, self._mesh_keys = None, {}, {}
         self._room_key, self._room_objects, self._lights = None, [], []
         self._materials, self._material_specs, self._glass = [], [], None
+        self._mesh_asset, self._mesh_data = None, []
+        self._objects_changed = True
         self._setup()
 
     # ---------------------------------------------------------------------------- scene update
-    def set_scene(self, spec: SceneSpec) -> None:
+    def set_scene(self, spec: SceneSpec | MeshSceneSpec) -> None:
         """Bring Blender's scene to ``spec``, touching only what changed since the last call."""
+        if self._spec is not None and type(self._spec) is not type(spec):
+            self.reset()  # procedural <-> mesh: nothing carries over
+        if isinstance(spec, MeshSceneSpec):
+            self._set_mesh_scene(spec)
+            return
         prev = self._spec
         if prev is None or prev.texture != spec.texture:
             self._update_materials(spec)
@@ -191,6 +213,24 @@ class BlenderRenderer:
                 bpy.data.materials.remove(self._glass)
             self._glass = _glass_material(tex.glass)
 
+    def _set_mesh_scene(self, spec: MeshSceneSpec) -> None:
+        if not self._world_output.is_active_output:  # the spec's background, not bpy's default world
+            self._world_output.is_active_output = True
+        if self._mesh_asset != spec.mesh:
+            for ob in self._objects.values():
+                _remove_object(ob)
+            for block in self._mesh_data:
+                (bpy.data.images if isinstance(block, bpy.types.Image) else bpy.data.materials).remove(block)
+            self._objects, self._mesh_data = {}, []
+            loaded = meshes.load_for_render(spec.mesh)  # refuses a file whose sha256 changed
+            ob, self._mesh_data = _new_scan_object(loaded, spec.mesh)
+            self._objects[spec.mesh.uid] = ob
+            self._mesh_asset = spec.mesh
+            self._objects_changed = True
+        if self._spec is None or self._spec.lighting != spec.lighting:
+            self._update_lighting(spec)
+        self._spec = spec
+
     def _update_lighting(self, spec: SceneSpec) -> None:
         for ob in self._lights:
             _remove_object(ob)
@@ -200,14 +240,15 @@ class BlenderRenderer:
         bg.inputs["Strength"].default_value = spec.lighting.sky_strength
 
     # ---------------------------------------------------------------------------------- render
-    def render(self, spec: SceneSpec) -> list[ViewPixels]:
+    def render(self, spec: SceneSpec | MeshSceneSpec) -> list[ViewPixels]:
         self.set_scene(spec)
         return [self.render_view(spec, i) for i in range(len(spec.camera.views))]
 
-    def render_view(self, spec: SceneSpec, index: int) -> ViewPixels:
+    def render_view(self, spec: SceneSpec | MeshSceneSpec, index: int) -> ViewPixels:
         view = spec.camera.views[index]
         self.camera.matrix_world = _matrix(cam.blender_matrix_world(view))
         self.camera.data.lens = cam.blender_lens(view, self.camera.data.sensor_width)
+        self.camera.data.clip_start, self.camera.data.clip_end = _clip_range(spec, view)
         scene = bpy.context.scene
         scene.render.filepath = os.path.join(self._tmp.name, "view.exr")
         # Cycles' persistent data keeps the synced scene (BVH, shaders) between renders, which pays
@@ -262,6 +303,109 @@ class BlenderRenderer:
 
     def close(self) -> None:
         self._tmp.cleanup()
+
+
+# ------------------------------------------------------------------------------------ mesh mode
+def _clip_range(spec, view) -> tuple[float, float]:
+    """Procedural scenes keep ``CLIP``; a mesh's camera clips nothing of it, however small or far."""
+    if not isinstance(spec, MeshSceneSpec):
+        return CLIP
+    distance = float(np.linalg.norm(np.subtract(view.position, spec.mesh.center)))
+    near = max(distance - spec.mesh.radius, 1e-6)
+    return min(CLIP[0], 0.5 * near), max(CLIP[1], 2.0 * (distance + spec.mesh.radius))
+
+
+def _new_scan_object(loaded: meshes.LoadedMesh, asset: MeshAsset):
+    """(object, [materials and images it owns]) of a loaded mesh: one Blender mesh in the file's
+    coordinates placed by the object transform ``scale * rotation``, one material slot per part.
+    Coincident vertices are merged so smooth shading crosses UV seams; edges folding more than
+    ``meshes.SHARP_ANGLE_DEG`` stay sharp (CAD-like meshes keep their faces flat)."""
+    vertices, faces = loaded.geometry()
+    merged, tris = meshes.merge_coincident(vertices, faces)
+    part_of_face = np.repeat(np.arange(len(loaded.parts)), [len(p.faces) for p in loaded.parts])
+    # per face corner, in the file's (OpenGL: v up) UV convention; linear colours, no 8-bit round trip
+    uv = np.concatenate([(p.uv if p.uv is not None else np.zeros((len(p.vertices), 2)))[p.faces] for p in loaded.parts])
+    rgb = np.concatenate([p.colors if p.colors is not None else np.ones((len(p.faces), 3, 3)) for p in loaded.parts])
+    # merging can leave a triangle two corners on one vertex: invalid for Blender, invisible anyway
+    keep = (tris[:, 0] != tris[:, 1]) & (tris[:, 1] != tris[:, 2]) & (tris[:, 2] != tris[:, 0])
+    tris, part_of_face, uv, rgb = tris[keep], part_of_face[keep], uv[keep], rgb[keep]
+    mesh = Mesh(vertices=merged.astype(np.float32), faces=tris.ravel().astype(np.int32),
+                face_sizes=np.full(len(tris), 3, np.int32), smooth=True)
+    ob = _new_mesh_object("scan", mesh)
+    me = ob.data
+    me.set_sharp_from_angle(angle=math.radians(meshes.SHARP_ANGLE_DEG))
+    me.polygons.foreach_set("material_index", part_of_face.astype(np.int32))
+    if any(p.uv is not None for p in loaded.parts):
+        me.uv_layers.new(name=UV_MAP).data.foreach_set("uv", uv.astype(np.float32).ravel())
+    if any(p.colors is not None for p in loaded.parts):
+        rgba = np.concatenate([rgb.reshape(-1, 3), np.ones((len(rgb) * 3, 1))], 1)
+        me.color_attributes.new(COLOR_ATTRIBUTE, "FLOAT_COLOR", "CORNER").data.foreach_set(
+            "color", rgba.astype(np.float32).ravel())
+    owned = []
+    for i, part in enumerate(loaded.parts):
+        mat, image = _scan_material(f"scan_{i}", part, asset.roughness)
+        me.materials.append(mat)
+        owned += [mat] + ([image] if image is not None else [])
+    R = np.eye(4)
+    R[:3, :3] = asset.scale * np.asarray(asset.rotation)
+    ob.matrix_world = _matrix(R)
+    ob.pass_index = asset.uid
+    return ob, owned
+
+
+def _scan_material(name: str, part: meshes.MeshPart, roughness: float):
+    """Principled BSDF whose base colour is ``factor`` times the part's texture and/or corner colours."""
+    mat = bpy.data.materials.new(name)
+    nt = _node_tree(mat)
+    nt.nodes.clear()
+    bsdf = nt.nodes.new("ShaderNodeBsdfPrincipled")
+    bsdf.inputs["Roughness"].default_value = roughness
+    colour, image = None, None
+    if part.image is not None:
+        image = _image(name, part.image)
+        tex = nt.nodes.new("ShaderNodeTexImage")
+        tex.image = image
+        uv = nt.nodes.new("ShaderNodeUVMap")
+        uv.uv_map = UV_MAP
+        nt.links.new(uv.outputs["UV"], tex.inputs["Vector"])
+        colour = tex.outputs["Color"]
+    if part.colors is not None:
+        attr = nt.nodes.new("ShaderNodeAttribute")
+        attr.attribute_type, attr.attribute_name = "GEOMETRY", COLOR_ATTRIBUTE
+        colour = attr.outputs["Color"] if colour is None else _multiply(nt, colour, attr.outputs["Color"])
+    factor = (*part.factor, 1.0)
+    if colour is None:
+        bsdf.inputs["Base Color"].default_value = factor
+    else:
+        if part.factor != (1.0, 1.0, 1.0):
+            colour = _multiply(nt, colour, factor)
+        nt.links.new(colour, bsdf.inputs["Base Color"])
+    _with_normal_aov(nt, bsdf.outputs["BSDF"])
+    return mat, image
+
+
+def _multiply(nt, a, b):
+    """A colour socket: ``a`` times ``b`` (a socket or an RGBA value)."""
+    mix = nt.nodes.new("ShaderNodeMix")
+    mix.data_type, mix.blend_type = "RGBA", "MULTIPLY"
+    _socket(mix.inputs, "Factor_Float").default_value = 1.0
+    nt.links.new(a, _socket(mix.inputs, "A_Color"))
+    if isinstance(b, tuple):
+        _socket(mix.inputs, "B_Color").default_value = b
+    else:
+        nt.links.new(b, _socket(mix.inputs, "B_Color"))
+    return _socket(mix.outputs, "Result_Color")
+
+
+def _image(name: str, pixels: np.ndarray):
+    """A generated 8-bit sRGB image holding ``pixels`` (uint8 [H,W,3], row 0 at the top); Blender's
+    rows start at the bottom. Set in one foreach_set call (per-pixel access is orders slower)."""
+    h, w = pixels.shape[:2]
+    image = bpy.data.images.new(name, w, h, alpha=False, float_buffer=False)
+    image.colorspace_settings.name = "sRGB"
+    rgba = np.concatenate([pixels[::-1].astype(np.float32) / 255.0, np.ones((h, w, 1), np.float32)], -1)
+    image.pixels.foreach_set(rgba.ravel())
+    return image
 
 
 # --------------------------------------------------------------------------------- bpy helpers

@@ -6,6 +6,7 @@
     s = p.samples[0]
     s.images [V,H,W,3] uint8, s.depths [V,H,W] float32, s.normals [V,H,W,3] float32,
     s.masks [V,H,W] uint16, s.intrinsics [V,3,3], s.extrinsics [V,3,4] (OpenCV world-to-camera)
+    s.spec: the SceneSpec, or a MeshSceneSpec in a mesh partition (attribute "mesh", docs/meshes.md)
 
 Arrays are read on first access and cached. Conventions are documented in ``render/files.py``.
 """
@@ -20,7 +21,7 @@ import cv2
 import numpy as np
 
 from .files import PARTITION_FORMAT, sample_name, sha256
-from .spec import SceneSpec
+from .spec import MeshSceneSpec, SceneSpec, load_scene
 
 
 class PartitionError(ValueError):
@@ -64,9 +65,9 @@ class Sample:
         return np.array([np.asarray(f["w2c"])[:3] for f in self.cameras])
 
     @cached_property
-    def spec(self) -> SceneSpec:
+    def spec(self) -> SceneSpec | MeshSceneSpec:
         try:
-            return SceneSpec.load(self.path / "scene.json")
+            return load_scene(self.path / "scene.json")
         except (ValueError, KeyError, TypeError) as e:
             raise PartitionError(f"{self.path / 'scene.json'}: not a scene spec ({e})") from None
 

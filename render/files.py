@@ -3,7 +3,7 @@
     OUT/<attribute>/p003/
         partition.json          job settings, written first (a rerun must match them)
         s0000/                  one sample: V views of one scene state, renamed into place when complete
-            scene.json          the SceneSpec
+            scene.json          the SceneSpec (a MeshSceneSpec in mesh partitions: docs/meshes.md)
             opencv_cameras.json MegaSynth-style: frames with w, h, fx, fy, cx, cy, w2c (4x4, OpenCV)
             rgb/00.png          8-bit sRGB
             depth/00.npy        float32 [H,W] z-depth along the optical axis, scene units; 0 = no surface
@@ -26,7 +26,7 @@ from common.atomic import atomic_path
 from common.images import encode_png
 
 from . import camera as cam
-from .spec import SceneSpec
+from .spec import MeshSceneSpec, SceneSpec
 
 PARTITION_FORMAT = "attrspace-partition-1"
 MARKER = ".attrspace-render"
@@ -60,7 +60,7 @@ class ViewPixels:
     index: np.ndarray  # [H,W] uint16 instance ids, 0 on background
 
 
-def write_sample(final_dir: Path, spec: SceneSpec, pixels: list, width: int, height: int) -> None:
+def write_sample(final_dir: Path, spec: SceneSpec | MeshSceneSpec, pixels: list, width: int, height: int) -> None:
     """Write one sample into a temporary sibling folder, then rename it into place: a sample folder
     either is complete or does not exist (if another writer of the same sample finished first, its
     identical folder stays). ``pixels``: one ``ViewPixels`` per view."""

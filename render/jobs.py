@@ -6,6 +6,10 @@ the I-th contiguous slice of the items, so most partitions stay within one shard
 loaded. A sample is written under a temporary name and renamed when complete, so a killed task loses
 at most the samples it was rendering; a rerun skips complete samples. Whichever task finds all of a
 partition's samples complete writes its contact sheet and, last, its manifest.
+
+Two kinds of job share this machinery: ``RenderJob`` (procedural attribute partitions) and ``MeshJob``
+(user meshes, one partition per mesh file: docs/meshes.md). Both say what their partitions are
+(``header``), what each sample is (``spec``) and what to check before anything is written (``check``).
 """
 from __future__ import annotations
 
@@ -19,35 +23,26 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from common import atomic
 
-from . import files
+from . import files, meshes, rigs
 from .dataset import PartitionError, Sample, read_manifest
 from .generator import GeneratorConfig, sample_spec
-from .spec import GENERATOR_VERSION, RENDER_ATTRIBUTES, RenderSettings
+from .spec import GENERATOR_VERSION, MESH_GENERATOR_VERSION, RENDER_ATTRIBUTES, RenderSettings
 
 
 class JobError(ValueError):
     """Bad job input; the message is one line naming the file or option at fault."""
 
 
-@dataclass(frozen=True)
-class RenderJob:
-    attribute: str
-    partitions: int
-    samples: int
-    views: int
-    out: Path
-    settings: RenderSettings = RenderSettings()
-    seed: int = 0
-    jitter: float = 1.0
-    generator: GeneratorConfig = GeneratorConfig()
-    first_partition: int = 0
+class _Partitions:
+    """Where a job's partitions and samples live, and its (partition, sample) items."""
 
     @property
     def root(self) -> Path:
-        return Path(self.out) / self.attribute
+        return Path(self.out) / self.folder
 
     def partition_dir(self, p: int) -> Path:
         return self.root / files.partition_name(p)
@@ -61,6 +56,48 @@ class RenderJob:
     def items(self) -> list[tuple[int, int]]:
         return [(p, s) for p in self.partition_ids() for s in range(self.samples)]
 
+    def resume_header(self, p: int) -> dict:
+        """What a rerun into partition p's folder must match (the header, less what may change)."""
+        return self.header(p)
+
+    def checked_partitions(self, shard: tuple[int, int]) -> list[int]:
+        """The partitions whose folders ``validate`` compares with the job before shard ``shard`` runs."""
+        return list(self.partition_ids())
+
+
+@dataclass(frozen=True)
+class RenderJob(_Partitions):
+    attribute: str
+    partitions: int
+    samples: int
+    views: int
+    out: Path
+    settings: RenderSettings = RenderSettings()
+    seed: int = 0
+    jitter: float = 1.0
+    generator: GeneratorConfig = GeneratorConfig()
+    first_partition: int = 0
+
+    @property
+    def folder(self) -> str:
+        return self.attribute
+
+    def check(self) -> None:
+        """Options only this kind of job has (``validate`` checks the shared ones)."""
+        if self.attribute not in RENDER_ATTRIBUTES:
+            raise JobError(f"--attribute {self.attribute!r}: unknown; choose one of {', '.join(RENDER_ATTRIBUTES)}")
+        if not math.isfinite(self.jitter) or self.jitter < 0:
+            raise JobError(f"--jitter {self.jitter}: must be >= 0")
+        texture_dir = self.generator.texture.texture_dir
+        if texture_dir and not Path(texture_dir).is_dir():
+            raise JobError(f"--textures {texture_dir}: not a folder")
+
+    def spec(self, p: int, s: int):
+        return sample_spec(self.attribute, p, s, self.seed, self.views, self.generator, self.jitter)
+
+    def sheet_title(self, p: int) -> str:
+        return f"{self.attribute} {files.partition_name(p)}"
+
     def header(self, p: int) -> dict:
         """What a partition's content depends on; a rerun into the same folder must match it."""
         render = dataclasses.asdict(self.settings)
@@ -70,6 +107,88 @@ class RenderJob:
                   "generator_config": dataclasses.asdict(self.generator), "jitter": self.jitter,
                   "samples": self.samples, "views": self.views, "render": render}
         return json.loads(json.dumps(header))  # as it reads back from disk (tuples become lists)
+
+
+@dataclass(frozen=True)
+class MeshJob(_Partitions):
+    """Render user meshes: partition p is ``meshes[p]`` (every mesh of the source, in order; the job
+    renders ``partitions`` of them from ``first_partition``), ``samples`` samples of ``views`` views each,
+    into ``OUT/<name>/pNNN``. Samples redraw the rig placement and the lighting, never the mesh."""
+    meshes: tuple[str, ...]
+    source: str  # the folder (or list file's folder) the header names meshes relative to
+    name: str
+    rig: rigs.RigConfig
+    samples: int
+    views: int
+    out: Path
+    partitions: int
+    settings: RenderSettings = RenderSettings()
+    seed: int = 0
+    first_partition: int = 0
+    units: str = "auto"
+    up: str = "+y"
+    front: str = "+z"
+    lighting: meshes.StudioLighting = meshes.StudioLighting()
+    attribute: ClassVar[str] = "mesh"  # the manifest's "attribute" of every mesh partition
+
+    @property
+    def folder(self) -> str:
+        return self.name
+
+    def check(self) -> None:
+        if not self.name or self.name.startswith(".") or "/" in self.name or "\\" in self.name:
+            raise JobError(f"--name {self.name!r}: must be a plain folder name")
+        if self.seed < 0:
+            raise JobError(f"--seed {self.seed}: must be >= 0 with --meshes")
+        try:
+            meshes.axis_rotation(self.up, self.front)
+            meshes.unit_scale(self.units, 1.0)
+        except meshes.MeshError as e:
+            raise JobError(str(e)) from None
+        if self.first_partition >= len(self.meshes):
+            raise JobError(f"--first-partition {self.first_partition}: the source has {len(self.meshes)} mesh "
+                           f"file(s) ({self.source})")
+        last = self.first_partition + self.partitions
+        if self.partitions >= 1 and last > len(self.meshes):
+            raise JobError(f"--first-partition {self.first_partition} --partitions {self.partitions}: the source "
+                           f"has {len(self.meshes)} mesh file(s) ({self.source})")
+
+    def checked_partitions(self, shard: tuple[int, int]) -> list[int]:
+        # only this shard's: every header names its mesh's sha256, and hashing (and loading) thousands
+        # of scans in every task of a farm would cost more than rendering its share
+        return sorted({p for p, _ in shard_items(self.items(), shard)})
+
+    def asset(self, p: int):
+        try:
+            return meshes.mesh_asset(self.meshes[p], self.units, self.up, self.front)
+        except meshes.MeshError as e:
+            raise JobError(str(e)) from None
+
+    def spec(self, p: int, s: int):
+        aspect = self.settings.height / self.settings.width
+        return meshes.sample_mesh_spec(self.asset(p), p, s, self.seed, self.views, self.rig, self.lighting, aspect)
+
+    def sheet_title(self, p: int) -> str:
+        return f"{self.name} {files.partition_name(p)}: {meshes.relative_name(Path(self.meshes[p]), Path(self.source))}"
+
+    def header(self, p: int) -> dict:
+        asset = self.asset(p)
+        render = dataclasses.asdict(self.settings)
+        render.pop("threads")
+        header = {"format": files.PARTITION_FORMAT, "attribute": self.attribute, "partition": p, "seed": self.seed,
+                  "generator": MESH_GENERATOR_VERSION, "name": self.name,
+                  "mesh": {"file": meshes.relative_name(Path(asset.path), Path(self.source)), "path": asset.path,
+                           "sha256": asset.sha256, "units": asset.units, "scale": asset.scale, "up": asset.up,
+                           "front": asset.front},
+                  "rig": rigs.rig_record(self.rig), "lighting": dataclasses.asdict(self.lighting),
+                  "samples": self.samples, "views": self.views, "render": render}
+        return json.loads(json.dumps(header))
+
+    def resume_header(self, p: int) -> dict:
+        # the absolute path is a record, not a condition: a moved data set with unchanged files resumes
+        header = self.header(p)
+        header["mesh"].pop("path")
+        return header
 
 
 @dataclass
@@ -110,10 +229,11 @@ def shard_items(items: list, shard: tuple[int, int]) -> list:
 
 
 # ---------------------------------------------------------------------------------- validation
-def validate(job: RenderJob, workers: int) -> None:
-    """Check everything before anything is written."""
-    if job.attribute not in RENDER_ATTRIBUTES:
-        raise JobError(f"--attribute {job.attribute!r}: unknown; choose one of {', '.join(RENDER_ATTRIBUTES)}")
+def validate(job: RenderJob | MeshJob, workers: int, shard: tuple[int, int] = (0, 1)) -> None:
+    """Check everything before anything is written: the job's own options, the shared ones, the output
+    folder and the folders of the partitions ``job.checked_partitions(shard)`` names (for a mesh job
+    that loads those meshes: a file that cannot be used stops the job here)."""
+    job.check()
     for name, value in (("--partitions", job.partitions), ("--samples", job.samples), ("--views", job.views),
                         ("--resolution", min(job.settings.width, job.settings.height)),
                         ("--spp", job.settings.spp), ("--workers", workers)):
@@ -121,11 +241,6 @@ def validate(job: RenderJob, workers: int) -> None:
             raise JobError(f"{name} {value}: must be a positive integer")
     if job.first_partition < 0:
         raise JobError(f"--first-partition {job.first_partition}: must be >= 0")
-    if not math.isfinite(job.jitter) or job.jitter < 0:
-        raise JobError(f"--jitter {job.jitter}: must be >= 0")
-    texture_dir = job.generator.texture.texture_dir
-    if texture_dir and not Path(texture_dir).is_dir():
-        raise JobError(f"--textures {texture_dir}: not a folder")
     out = Path(job.out)
     if out.exists() and not out.is_dir():
         raise JobError(f"--out {out}: exists and is not a folder")
@@ -134,18 +249,19 @@ def validate(job: RenderJob, workers: int) -> None:
     existing = out if out.exists() else next(p for p in out.absolute().parents if p.exists())
     if not os.access(existing, os.W_OK | os.X_OK):
         raise JobError(f"--out {out}: not writable")
-    for p in job.partition_ids():
+    for p in job.checked_partitions(shard):
+        expected = job.resume_header(p)
         pdir = job.partition_dir(p)
         manifest = pdir / "manifest.json"
         header = pdir / "partition.json"
         if manifest.exists():
             try:
-                _expect_same(manifest, _normalised(read_manifest(manifest)), job.header(p))
+                _expect_same(manifest, _normalised(read_manifest(manifest)), expected)
             except PartitionError as e:
                 raise JobError(f"{e}; delete {pdir} to render it again") from None
         elif header.exists():
             try:
-                _expect_same(header, _normalised(json.loads(header.read_text())), job.header(p))
+                _expect_same(header, _normalised(json.loads(header.read_text())), expected)
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise JobError(f"{header}: corrupt ({e}); delete {pdir} to render it again") from None
         elif pdir.exists() and any(pdir.iterdir()):
@@ -189,13 +305,13 @@ def _first_difference(found, expected, prefix=""):
 
 
 # -------------------------------------------------------------------------------------- running
-def run(job: RenderJob, shard: tuple[int, int] = (0, 1), workers: int = 1, progress=None,
+def run(job: RenderJob | MeshJob, shard: tuple[int, int] = (0, 1), workers: int = 1, progress=None,
         threads: int | None = None, renderer=None) -> JobStats:
     """Render this shard's items with ``workers`` processes (1 = in this process), then finalize
     every partition of the job that is complete. ``progress(n)`` is called per finished sample.
     ``renderer`` makes a renderer from the job's ``RenderSettings`` (something with ``render(spec) ->
     [ViewPixels]`` and a ``render_seconds`` total; picklable when ``workers`` > 1); default: Blender."""
-    validate(job, workers)
+    validate(job, workers, shard)
     items = shard_items(job.items(), shard)
     out = Path(job.out)
     try:
@@ -295,7 +411,7 @@ def _render_task(job: RenderJob, task: list[tuple[int, int]], progress=None) -> 
         if final.exists():
             continue
         atomic.remove_stale(final)  # left by a killed writer of this sample
-        spec = sample_spec(job.attribute, p, s, job.seed, job.views, job.generator, job.jitter)
+        spec = job.spec(p, s)
         pixels = renderer.render(spec)
         files.write_sample(final, spec, pixels, job.settings.width, job.settings.height)
         if _WORKER.get("queue") is not None:
@@ -323,7 +439,7 @@ def finalize_partition(job: RenderJob, p: int) -> bool:
     if not all(job.sample_dir(p, s).is_dir() for s in range(job.samples)):
         return False
     samples = [Sample(job.sample_dir(p, s)) for s in range(job.samples)]
-    write_contact_sheet(pdir / "contact_sheet.png", samples, f"{job.attribute} {files.partition_name(p)}")
+    write_contact_sheet(pdir / "contact_sheet.png", samples, job.sheet_title(p))
     manifest = job.header(p) | {"files": files.file_hashes(pdir, job.samples)}
     atomic.write_json(pdir / "manifest.json", manifest, sort_keys=True)
     return True

@@ -1,14 +1,16 @@
 """Render presets (``assets/render_presets.json``): named job settings, and the job a preset and a few
 explicit options describe. The CLI's ``render``, ``pretrain`` and every later command that renders
-its own data build their jobs here, so a preset means the same thing everywhere."""
+its own data build their jobs here, so a preset means the same thing everywhere. ``mesh_job`` is the
+same for the mesh mode (docs/meshes.md): the preset gives samples, views, resolution, spp and denoising."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from . import meshes, rigs
 from .generator import GeneratorConfig, load_generator_config
-from .jobs import JobError, RenderJob
-from .spec import RenderSettings
+from .jobs import JobError, MeshJob, RenderJob
+from .spec import RenderSettings, describe, from_plain
 
 PRESETS_FILE = Path(__file__).resolve().parents[1] / "assets" / "render_presets.json"
 
@@ -43,3 +45,57 @@ def preset_job(attribute: str, partitions: int, out: Path, preset: str = "defaul
                      settings=RenderSettings(width=size, height=size, spp=pick(spp, "spp"),
                                              denoise=pick(denoise, "denoise")),
                      generator=generator, first_partition=first_partition)
+
+
+def mesh_job(source: Path, rig: str, out: Path, preset: str = "default", *, samples: int | None = None,
+             views: int | None = None, resolution: int | None = None, spp: int | None = None,
+             denoise: bool | None = None, seed: int = 0, first_partition: int = 0, partitions: int | None = None,
+             units: str = "auto", up: str = "+y", front: str = "+z", name: str | None = None,
+             rig_config: str | None = None, lighting_config: str | None = None) -> MeshJob:
+    """The mesh-mode job of ``preset``: every mesh of ``source`` (a folder, a mesh file or a .txt list;
+    ``render.meshes.find_meshes``) from ``first_partition`` on, or ``partitions`` of them, around the
+    cameras of ``rig``. ``rig_config`` and ``lighting_config`` are JSON objects (a file, or the object
+    itself) of the ``render.rigs`` / ``render.meshes.StudioLighting`` settings to change. Output goes to
+    ``out/<name>``, by default the source folder's name (a list's or a single file's stem)."""
+    presets = load_presets()
+    if preset not in presets:
+        raise JobError(f"--preset {preset!r}: unknown; choose one of {', '.join(presets)}")
+    if rig not in rigs.RIGS:
+        raise JobError(f"--rig {rig!r}: unknown; choose one of {', '.join(rigs.RIGS)}")
+    rig_cfg = _settings("--rig-config", rig_config, lambda data: rigs.rig_config(rig, data))
+    lighting = _settings("--lighting-config", lighting_config, lambda data: from_plain(meshes.StudioLighting, data))
+    try:
+        root, files = meshes.find_meshes(source)
+    except meshes.MeshError as e:
+        raise JobError(str(e)) from None
+    source = Path(source)
+    default_name = source.absolute().name if source.is_dir() else source.stem
+    pre = presets[preset]
+    pick = lambda given, key: pre[key] if given is None else given  # noqa: E731
+    size = pick(resolution, "resolution")
+    count = len(files) - first_partition if partitions is None else partitions
+    return MeshJob(meshes=tuple(str(f) for f in files), source=str(root), name=name or default_name, rig=rig_cfg,
+                   samples=pick(samples, "samples"), views=pick(views, "views"), out=Path(out), partitions=count,
+                   settings=RenderSettings(width=size, height=size, spp=pick(spp, "spp"),
+                                           denoise=pick(denoise, "denoise")),
+                   seed=seed, first_partition=first_partition, units=units, up=up, front=front, lighting=lighting)
+
+
+def _settings(option: str, text: str | None, build):
+    """``build`` applied to the JSON object of ``text`` (a path, or the object itself: it starts with
+    ``{``), or to {} without one; every problem is a JobError naming the option."""
+    data: object = {}
+    if text is not None:
+        where = f"{option} {text}" if not text.lstrip().startswith("{") else option
+        try:
+            data = json.loads(text if text.lstrip().startswith("{") else Path(text).read_text())
+        except OSError as e:
+            raise JobError(f"{where}: cannot read ({e.strerror or e})") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise JobError(f"{where}: not valid JSON ({e})") from None
+        if not isinstance(data, dict):
+            raise JobError(f"{where}: expected a JSON object, got {describe(data)}")
+    try:
+        return build(data)
+    except ValueError as e:
+        raise JobError(f"{option}: {e}") from None

@@ -195,6 +195,76 @@ class SceneSpec:
         return cls.from_json(Path(path).read_text())
 
 
+# ------------------------------------------------------------------------------------- mesh scenes
+MESH_GENERATOR_VERSION = "attrspace-mesh-1"
+MESH_UID = 100  # the instance id of a user mesh in the mask (ids >= 100 are objects, as for shapes)
+
+
+@dataclass(frozen=True)
+class MeshAsset:
+    """A user-supplied mesh file as a mesh scene places it (render/meshes.py loads it). World
+    coordinates are ``scale * rotation @ file coordinates``: metres, Z up (+``up`` of the file becomes
+    +z, +``front`` becomes -y, Blender's front view). Nothing is translated, so world coordinates are the
+    file's own up to units and axes. ``center``, ``extent`` and ``radius`` (the largest distance of a
+    vertex from ``center``) are in world metres; the rigs aim at ``center`` and size their distances by
+    ``radius``. ``sha256`` is the file's, checked again when it is rendered."""
+    path: str
+    sha256: str
+    units: str  # m | cm | mm: one file unit ("auto" is resolved before it gets here)
+    scale: float  # metres per file unit
+    up: str  # +x | -x | +y | -y | +z | -z
+    front: str
+    rotation: tuple[Vec3, Vec3, Vec3]  # rows of the file-to-world rotation
+    center: Vec3
+    extent: Vec3
+    radius: float
+    triangles: int
+    appearance: str  # texture | vertex-colors | color | neutral: what the material shows
+    roughness: float = 0.6  # Principled BSDF roughness of every part (scans carry no reliable one)
+    uid: int = MESH_UID
+
+
+class _JsonSpec:
+    """JSON round trip of a frozen spec dataclass (as ``SceneSpec`` does it)."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        return from_plain(cls, data)
+
+    @classmethod
+    def from_json(cls, text: str):
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def load(cls, path: str | Path):
+        return cls.from_json(Path(path).read_text())
+
+
+@dataclass(frozen=True)
+class MeshSceneSpec(_JsonSpec):
+    """One sample of a mesh partition: the mesh (never changes within a partition), studio lights and a
+    world background (``lighting.sky_color`` x ``sky_strength``: seen behind the mesh and lighting it
+    as ambient), and the views of one rig (``camera.rig`` names it)."""
+    mesh: MeshAsset
+    lighting: LightingSpec
+    camera: CameraSpec
+    generator: str = MESH_GENERATOR_VERSION
+
+
+def load_scene(path: str | Path) -> "SceneSpec | MeshSceneSpec":
+    """A sample's ``scene.json``: a procedural ``SceneSpec`` or a ``MeshSceneSpec`` (it has ``mesh``)."""
+    data = json.loads(Path(path).read_text())
+    if isinstance(data, dict) and "mesh" in data:
+        return MeshSceneSpec.from_dict(data)
+    return SceneSpec.from_dict(data)
+
+
 @dataclass(frozen=True)
 class RenderSettings:
     """How a spec becomes pixels (not part of the scene: the same spec renders at any size)."""

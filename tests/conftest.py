@@ -122,3 +122,11 @@ def renderer(rendered):
     """The in-process Blender renderer that rendered the fixtures (bpy lives once per process)."""
     from render.jobs import _WORKER, _blender
     return _WORKER["renderers"][_blender][1]
+
+
+@pytest.fixture(scope="session")
+def test_meshes(tmp_path_factory) -> dict:
+    """{format: path} of the small test meshes of ``synthetic.write_test_meshes`` (one folder, session-wide;
+    tests that modify meshes copy them first)."""
+    from synthetic import write_test_meshes
+    return write_test_meshes(tmp_path_factory.mktemp("meshes"))
