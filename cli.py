@@ -25,8 +25,10 @@ def fail(message: str, code: int = 2) -> None:
 
 @app.command()
 def render(
-    attribute: str = typer.Option(..., help="texture | geometry | camera | lighting | mixed"),
-    partitions: int = typer.Option(10, help="number of partitions"),
+    attribute: Optional[str] = typer.Option(None, help="texture | geometry | camera | lighting | mixed "
+                                                       "(or --meshes)"),
+    partitions: Optional[int] = typer.Option(None, help="number of partitions (default 10; with --meshes: every "
+                                                        "mesh from --first-partition on)"),
     samples: Optional[int] = typer.Option(None, help="samples per partition"),
     views: Optional[int] = typer.Option(None, help="views per sample"),
     resolution: Optional[int] = typer.Option(None, help="image width = height in pixels"),
@@ -34,33 +36,67 @@ def render(
     denoise: Optional[bool] = typer.Option(None, "--denoise/--no-denoise", help="OpenImageDenoise"),
     preset: str = typer.Option("default", help="default | paper | preview (assets/render_presets.json)"),
     seed: int = typer.Option(0, help="master seed"),
-    jitter: float = typer.Option(1.0, help="scale of the jitter of the attributes a partition holds fixed"),
-    out: Path = typer.Option(Path("data/synth"), help="output root; partitions go to OUT/ATTRIBUTE/pNNN"),
+    jitter: Optional[float] = typer.Option(None, help="scale of the jitter of the attributes a partition holds "
+                                                      "fixed (default 1.0)"),
+    out: Path = typer.Option(Path("data/synth"), help="output root; partitions go to OUT/ATTRIBUTE/pNNN "
+                                                      "(with --meshes: OUT/NAME/pNNN)"),
     workers: int = typer.Option(1, help="render processes; CPUs are split among them as Cycles threads"),
     shard: Optional[str] = typer.Option(None, help="I/N: render the I-th of N slices (default: SLURM array vars)"),
-    first_partition: int = typer.Option(0, help="index of the first partition"),
+    first_partition: int = typer.Option(0, help="index of the first partition (with --meshes: of the first mesh)"),
     textures: Optional[Path] = typer.Option(None, help="folder of texture images to mix into the materials"),
     generator_config: Optional[Path] = typer.Option(None, help="JSON file of generator ranges overriding the "
                                                               "preset's (docs/attributes.md)"),
+    meshes: Optional[Path] = typer.Option(None, help="mesh mode: a folder of meshes (searched recursively), a mesh "
+                                                     "file or a .txt list; one partition per mesh (docs/meshes.md)"),
+    rig: Optional[str] = typer.Option(None, help="with --meshes: micro-baseline | turntable | hemisphere"),
+    units: str = typer.Option("auto", help="with --meshes: auto | m | mm | cm (auto: mm above 10 units)"),
+    up: str = typer.Option("+y", help="with --meshes: the file axis pointing up (+x -x +y -y +z -z)"),
+    front: str = typer.Option("+z", help="with --meshes: the file axis the object faces (micro-baseline looks at it)"),
+    name: Optional[str] = typer.Option(None, help="with --meshes: output folder name (default: the source's name)"),
+    rig_config: Optional[str] = typer.Option(None, help="with --meshes: JSON file or object of rig settings"),
+    lighting_config: Optional[str] = typer.Option(None, help="with --meshes: JSON file or object of studio "
+                                                             "lighting settings"),
 ) -> None:
-    """Render attribute-controlled partitions with Blender (resumable; farm-shardable)."""
+    """Render attribute-controlled partitions, or user meshes (--meshes), with Blender (resumable; farm-shardable)."""
     from render.jobs import JobError, parse_shard, run
     from render.dataset import PartitionError
-    from render.presets import preset_job
+    from render.meshes import MeshError
+    from render.presets import mesh_job, preset_job
 
     try:
-        job = preset_job(attribute, partitions, out, preset, samples=samples, views=views, resolution=resolution,
-                         spp=spp, denoise=denoise, seed=seed, jitter=jitter, first_partition=first_partition,
-                         textures=textures, generator_file=generator_config)
+        if meshes is not None:
+            given = [o for o, v in (("--attribute", attribute), ("--jitter", jitter), ("--textures", textures),
+                                    ("--generator-config", generator_config)) if v is not None]
+            if given:
+                raise JobError(f"{given[0]}: not used with --meshes (the mesh mode varies cameras and lighting)")
+            if rig is None:
+                raise JobError("--rig: required with --meshes; choose micro-baseline, turntable or hemisphere")
+            job = mesh_job(meshes, rig, out, preset, samples=samples, views=views, resolution=resolution, spp=spp,
+                           denoise=denoise, seed=seed, first_partition=first_partition, partitions=partitions,
+                           units=units, up=up, front=front, name=name, rig_config=rig_config,
+                           lighting_config=lighting_config)
+        else:
+            if attribute is None:
+                raise JobError("--attribute: required (or --meshes DIR to render meshes)")
+            mesh_only = [o for o, v in (("--rig", rig), ("--name", name), ("--rig-config", rig_config),
+                                        ("--lighting-config", lighting_config)) if v is not None]
+            mesh_only += [o for o, v, d in (("--units", units, "auto"), ("--up", up, "+y"), ("--front", front, "+z"))
+                          if v != d]
+            if mesh_only:
+                raise JobError(f"{mesh_only[0]}: only with --meshes")
+            job = preset_job(attribute, 10 if partitions is None else partitions, out, preset, samples=samples,
+                             views=views, resolution=resolution, spp=spp, denoise=denoise, seed=seed,
+                             jitter=1.0 if jitter is None else jitter, first_partition=first_partition,
+                             textures=textures, generator_file=generator_config)
         shard_ix = parse_shard(shard)
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
         from render.jobs import shard_items
         total = len(shard_items(job.items(), shard_ix))
         with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), TimeRemainingColumn(), transient=False) as bar:
-            task = bar.add_task(f"{attribute} shard {shard_ix[0]}/{shard_ix[1]}", total=total)
+            task = bar.add_task(f"{job.root.name} shard {shard_ix[0]}/{shard_ix[1]}", total=total)
             stats = run(job, shard_ix, workers=workers, progress=lambda n: bar.advance(task, n))
-    except (JobError, PartitionError) as e:
+    except (JobError, PartitionError, MeshError) as e:
         fail(str(e))
     except KeyboardInterrupt:
         fail("interrupted; rerun the same command to resume", 130)
@@ -179,6 +215,7 @@ def mine(
     render_preset: Optional[str] = typer.Option(None, help="render preset of the partitions (default | paper | preview)"),
     samples: Optional[int] = typer.Option(None, help="samples per partition (default: the render preset's)"),
     held_out: Optional[int] = typer.Option(None, help="samples per partition kept for the member's evaluation"),
+    jitter: Optional[float] = typer.Option(None, help="render jitter of the attributes a partition holds fixed"),
     members: Optional[int] = typer.Option(None, help="members (partitions) per attribute"),
     mixed_members: Optional[int] = typer.Option(None, help="members of the generic cluster on mixed partitions"),
     steps: Optional[int] = typer.Option(None, help="optimizer steps per member"),
@@ -210,7 +247,7 @@ def mine(
     sub_rank = subspace_rank if subspace_rank in (None, "auto") else _int_option(subspace_rank, "--subspace-rank")
     bounds = None if rank_bounds is None else tuple(_int_option(x, "--rank-bounds") for x in rank_bounds.split(","))
     overrides = dict(checkpoint=_str(checkpoint), model_preset=model_preset, data=_str(data), render_preset=render_preset,
-                     samples=samples, held_out=held_out, members=members, mixed_members=mixed_members, steps=steps,
+                     samples=samples, held_out=held_out, jitter=jitter, members=members, mixed_members=mixed_members, steps=steps,
                      rank=rank, lora_alpha=lora_alpha, lr=lr, batch_size=batch_size,
                      frames=frames, resolution=resolution, camera_weight=camera_weight,
                      depth_weight=depth_weight, point_weight=point_weight, targets=targets, subspace_rank=sub_rank,

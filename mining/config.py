@@ -35,6 +35,7 @@ class MineConfig:
     mixed_first: int = 96                  # mixed partitions from here on: `pretrain` trains on p000–p087
     samples: int | None = None             # samples per partition (None: the render preset's, 8 by default)
     held_out: int = 2                      # samples per partition kept for the member's own evaluation
+    jitter: float = 1.0                    # render jitter of the attributes a partition holds (`render --jitter`)
     # --- the LoRA and its training (identical for every member) ---
     targets: str = DEFAULT_TARGETS         # regex over module names (peft's target_modules)
     rank: int = 16
@@ -70,6 +71,8 @@ class MineConfig:
                 raise MineConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.members < 2:
             raise MineConfigError("members must be >= 2: a shared subspace needs a cluster")
+        if not self.jitter >= 0:
+            raise MineConfigError(f"jitter must be >= 0, got {self.jitter}")
         if self.held_out < 1:
             raise MineConfigError("held_out must be >= 1: members are judged on samples they did not train on")
         try:
@@ -92,7 +95,7 @@ class MineConfig:
             raise MineConfigError(f"subspace_rank must be a positive integer or 'auto', got {self.subspace_rank!r}")
 
     # Settings that change what a member learns; a folder started with others is refused.
-    MEMBER_FIELDS = ("checkpoint", "model_preset", "render_preset", "samples", "held_out", "targets", "rank", "lora_alpha",
+    MEMBER_FIELDS = ("checkpoint", "model_preset", "render_preset", "samples", "held_out", "jitter", "targets", "rank", "lora_alpha",
                      "steps", "batch_size", "frames", "resolution", "lr", "warmup", "weight_decay", "camera_weight",
                      "depth_weight", "point_weight", "seed")
 

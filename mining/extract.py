@@ -14,6 +14,8 @@ For each layer and side (column = output, row = input), all distances 1 − cos 
 - **common**: the subspace shared by all attribute members pooled (``common_rank`` directions): each
   member's share of update energy inside it, how much of each attribute subspace the generic ``mixed``
   subspace explains, and the cross/self distances again after projecting the common part out.
+- **member affinity** (mining.affinity): members compared pairwise, without extraction — are two members of
+  one attribute more alike than two of different attributes (also after removing the mean update)?
 Besides the distance (the smallest angle: one shared direction makes it 0) every pair also gets the
 **overlap** ‖Q₁ᵀQ₂‖_F² / min(d₁, d₂), the mean cos² over all principal angles (chance ≈ d/n).
 """
@@ -29,6 +31,7 @@ import torch
 
 from common.atomic import atomic_path, write_json
 
+from .affinity import member_affinity
 from .config import MineConfig, MineConfigError
 from .members import MIXED, Member, all_members, is_done, load_member_factors, member_dir
 from .subspace import SharedSubspace, chance_distance, energy_inside, energy_share, extract_shared, orthonormal_basis
@@ -237,6 +240,8 @@ def run_extract(cfg: MineConfig, activations: bool = True, progress=None) -> dic
     residual_subspaces = {n: extract_cluster(c.factors, layers, cfg, device=device) for n, c in residual_clusters.items()}
     say("controls: chance")
     chance = chance_table(subspaces, layers, cfg.seed)
+    say("controls: member affinity")
+    affinity = member_affinity(clusters, layers, list(cfg.attributes), seed=cfg.seed)
     summary = {
         "layers": layers,
         "shapes": {l: [int(s.A.shape[0]), int(s.B.shape[0])] for l, s in next(iter(subspaces.values())).items()},
@@ -248,6 +253,7 @@ def run_extract(cfg: MineConfig, activations: bool = True, progress=None) -> dic
         "halves": halves,
         "chance": chance,
         "common": common_stats,
+        "member_affinity": affinity,
         "after_removing_common": {"distances": distance_tables(residual_subspaces, layers),
                                   "halves": halves_tables(cfg, residual_clusters, layers, device)},
         "settings": {k: cfg.to_dict()[k] for k in ("subspace_rank", "rank_bounds", "alpha", "eps", "max_iter")},

@@ -86,7 +86,7 @@ def render_job(cfg: MineConfig, member: Member):
     from render.presets import preset_job
 
     return preset_job(member.attribute, 1, Path(cfg.data), cfg.render_preset, samples=cfg.samples, seed=cfg.seed,
-                      first_partition=partition_index(cfg, member))
+                      jitter=cfg.jitter, first_partition=partition_index(cfg, member))
 
 
 # ---- the model ------------------------------------------------------------------------------------------

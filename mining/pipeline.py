@@ -46,7 +46,10 @@ def open_run(cfg: MineConfig) -> MineConfig:
     else:
         sha = file_sha256(checkpoint)
     if stored is not None:
-        changed = [f"{k}: {stored.get(k)!r} -> {v!r}" for k, v in cfg.member_settings().items() if stored.get(k) != v]
+        # a setting added after the run started counts as its default there
+        defaults = MineConfig().member_settings()
+        changed = [f"{k}: {stored.get(k, defaults[k])!r} -> {v!r}" for k, v in cfg.member_settings().items()
+                   if stored.get(k, defaults[k]) != v]
         if stored.get("checkpoint_sha256", sha) != sha:
             changed.append(f"the base model {cfg.checkpoint} changed (sha256 {stored['checkpoint_sha256'][:12]}… -> "
                            f"{sha[:12]}…)")

@@ -13,6 +13,7 @@ Reads ``OUT/extract.json`` (mining.extract), the members' ``member.json`` and ``
                     clusters' cross distance, diagonal the self distance (halves), chance and cross (halves)
                     beside each;
 - ``layers.png``    the same controls per layer (and, row side, the activation controls);
+- ``members.png``   member × member similarity of the updates (mining.affinity), raw and centred;
 - ``weights.png``   IRLS weights per member: mean over layers, min–max whiskers;
 - ``losses.png``    members' training loss curves, held-out loss before → after and its relative change;
 - ``summary.json``  every number above and the verdicts (NaN written as null);
@@ -51,6 +52,7 @@ CLIFF_WINDOW = 2
 SEPARATION_FACTOR = 1.5
 CHANCE_STDS = 2.0
 DISTANCE_CLAIM = 0.5
+SIGNAL_P = 0.05          # member affinity: "the attribute leaves a mark on the updates" below this p-value
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 MIXED_COLOUR = "#7f7f7f"
@@ -71,6 +73,7 @@ def write_report(cfg: MineConfig) -> Path:
     plot_layers(ex, attrs, folder / "layers.png")
     plot_weights(ex, folder / "weights.png")
     plot_losses(members, attrs, folder / "losses.png")
+    plot_members(ex, summary, folder / "members.png")
     write_json(folder / "summary.json", finite(summary))
     write_text(folder / "README.md", readme(summary, image_prefix=""))
     # the run folder's README: the same text, with the images' paths relative to OUT/
@@ -193,6 +196,7 @@ def summarize(cfg: MineConfig, ex: dict, members: list[dict]) -> dict:
         "after_removing_common": after_removing_common(ex, attrs),
         "activations": activation_controls(ex),
         "common": common_subspace(ex, attrs),
+        "member_affinity": affinity_summary(ex),
         "members": member_table(members),
         "irls_weights": irls_weights(ex),
         "parameters": parameter_counts(cfg, ex, attrs),
@@ -346,6 +350,15 @@ def common_subspace(ex: dict, attrs: list[str]) -> dict:
     }
 
 
+def affinity_summary(ex: dict) -> dict | None:
+    """The member-level statistics (mining.affinity) without the matrices (those are in extract.json)."""
+    aff = ex.get("member_affinity")
+    if not aff:
+        return None
+    return {"stats": aff["stats"], "chance_accuracy": aff["chance_accuracy"], "permutations": aff["permutations"],
+            "members": len(aff["members"])}
+
+
 def member_table(members: list[dict]) -> dict:
     """Held-out loss before / after per member, its relative change, training seconds."""
     rows, missing = [], []
@@ -491,7 +504,13 @@ def verdicts(s: dict) -> dict:
     after = s["after_removing_common"].get("separation", {}).get("column")
     common = {"energy_share_column": s["common"]["attribute_members_mean"]["column"],
               "separated_before": sep["count"], "separated_after": after["count"] if after else None}
-    return {"cliff": cliff, "distances": distances, "common": common}
+    aff = s.get("member_affinity")
+    centred = (aff or {}).get("stats", {}).get("centered", {})
+    p = centred.get("p", float("nan"))
+    signal = {"p": p, "within": centred.get("within"), "across": centred.get("across"),
+              "loo_accuracy": centred.get("loo_accuracy"), "chance_accuracy": (aff or {}).get("chance_accuracy"),
+              "found": bool(np.isfinite(p) and p < SIGNAL_P)}
+    return {"cliff": cliff, "distances": distances, "common": common, "member_signal": signal}
 
 
 # ---- plots ------------------------------------------------------------------------------------------------
@@ -655,6 +674,41 @@ def plot_layers(ex: dict, attrs: list[str], path: Path) -> None:
     _save(fig, path)
 
 
+def plot_members(ex: dict, s: dict, path: Path) -> None:
+    """Member × member similarity (mining.affinity), raw and centred cosine, members grouped by cluster."""
+    aff = ex.get("member_affinity")
+    fig = _figure(11.0, 5.4)
+    fig.set_layout_engine("constrained")
+    axes = fig.subplots(1, 2, squeeze=False)[0]
+    if not aff:
+        for ax in axes:
+            ax.text(0.5, 0.5, "no member affinity in extract.json", ha="center", va="center")
+            ax.set_axis_off()
+        _save(fig, path)
+        return
+    labels = aff["labels"]
+    edges = [i for i in range(1, len(labels)) if labels[i] != labels[i - 1]]
+    starts = [0] + edges
+    ends = edges + [len(labels)]
+    for ax, measure, title in zip(axes, ("cosine", "centered"), ("cosine of the updates", "centred (mean update removed)")):
+        m = np.array(aff["matrices"][measure], dtype=float)
+        np.fill_diagonal(m, np.nan)
+        lim = np.nanmax(np.abs(m)) if np.isfinite(m).any() else 1.0
+        image = ax.imshow(np.ma.masked_invalid(m), cmap="RdBu_r", vmin=-lim, vmax=lim)
+        for e in edges:
+            ax.axhline(e - 0.5, color="black", lw=0.8)
+            ax.axvline(e - 0.5, color="black", lw=0.8)
+        centres = [(a + b - 1) / 2 for a, b in zip(starts, ends)]
+        names = [labels[a] for a in starts]
+        ax.set_xticks(centres, names, rotation=30, ha="right", fontsize=9)
+        ax.set_yticks(centres, names, fontsize=9)
+        st = aff["stats"].get(measure, {})
+        ax.set_title(f"{title}\nwithin {_f(st.get('within'), '.3f')} · across {_f(st.get('across'), '.3f')} · "
+                     f"p {_f(st.get('p'), '.3g')}", fontsize=9)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03)
+    _save(fig, path)
+
+
 def plot_weights(ex: dict, path: Path) -> None:
     stats = irls_weights(ex)
     clusters = list(stats)
@@ -746,7 +800,8 @@ def readme(s: dict, image_prefix: str = "") -> str:
     lines += _readme_distances(s) + [""] + _readme_controls(s) + [""] + _readme_parameters(s) + [""]
     lines += ["## Plots", ""]
     for name, caption in (("spectra", "spectra per layer, d′ and the largest gap"), ("distances", "distance heatmaps"),
-                          ("layers", "distances per layer"), ("weights", "IRLS weights"), ("losses", "members' losses")):
+                          ("layers", "distances per layer"), ("members", "member-to-member similarity"),
+                          ("weights", "IRLS weights"), ("losses", "members' losses")):
         lines += [f"![{caption}]({image_prefix}{name}.png)", ""]
     lines += ["All numbers, per layer and per pair: `summary.json` (report folder); the raw per-layer data: "
               "`extract.json`.", ""]
@@ -814,6 +869,15 @@ def _readme_verdicts(s: dict) -> list[str]:
         common += (f" After projecting it out, {cm['separated_after']} of {d['pairs']} pairs are separated "
                    f"(before: {cm['separated_before']}): separation {change}.")
     lines += [common]
+    sig = v["member_signal"]
+    if np.isfinite(sig["p"]):
+        lines += ["", f"**Member level** (no extraction; mean update of all attribute members removed): two members "
+                      f"of one attribute have a mean centred cosine of {_f(sig['within'], '.3f')}, two of different "
+                      f"attributes {_f(sig['across'], '.3f')}; permutation p = {_f(sig['p'], '.3g')}, leave-one-out "
+                      f"attribute accuracy {_f(100 * sig['loo_accuracy'], '.0f')}% (chance "
+                      f"{_f(100 * sig['chance_accuracy'], '.0f')}%). "
+                      + ("The attributes do leave a mark on the members' updates." if sig["found"] else
+                         f"At p ≥ {SIGNAL_P} the members of one attribute are no more alike than any two members.")]
     return lines
 
 
@@ -850,6 +914,14 @@ def _readme_distances(s: dict) -> list[str]:
 
 def _readme_controls(s: dict) -> list[str]:
     lines = ["## Other controls", ""]
+    aff = s.get("member_affinity")
+    if aff:
+        rows = [[m, _f(x["within"], ".3f"), _f(x["across"], ".3f"), _f(x["p"], ".3g"), _f(100 * x["loo_accuracy"], ".0f")]
+                for m, x in aff["stats"].items()]
+        lines += ["Member to member (mining.affinity; mean over layers; attribute members only; p from "
+                  f"{aff['permutations']} label permutations; leave-one-out chance "
+                  f"{_f(100 * aff['chance_accuracy'], '.0f')}%):", ""]
+        lines += _table(["measure", "within attribute", "across", "p", "LOO accuracy %"], rows) + [""]
     a = s["activations"]
     if a:
         lines.append(f"- row side vs the inputs' principal subspace: mean distance {_f(a['row_to_activations_mean'])} "

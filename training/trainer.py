@@ -63,11 +63,16 @@ class TrainResult:
 
 
 def train(model: torch.nn.Module, params: Iterable, train_loader, cfg: TrainConfig, loss_fn: LossFn = vggt_loss,
-          val_loader=None, out_dir: str | Path = "runs/train") -> TrainResult:
+          val_loader=None, out_dir: str | Path = "runs/train", after_step: Callable[[int], None] | None = None
+          ) -> TrainResult:
     """Train ``params`` (parameters or param groups of ``model``; the rest is frozen) for ``cfg.steps``
     optimizer steps on ``train_loader`` (a training.batches.Loader), resuming from ``out_dir``'s latest
     checkpoint if there is one. Returns when done, interrupted, or when a loss or gradient turns
-    non-finite; the model then holds the last good weights."""
+    non-finite; the model then holds the last good weights.
+
+    ``after_step(step)`` runs after each optimizer step, while the step's gradients are still there (the
+    next step clears them): adapters that re-allocate their ranks from gradients (AdaLoRA) hook in here.
+    State such a hook keeps outside the trainable tensors is not checkpointed."""
     out_dir = Path(out_dir)
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device)
@@ -108,6 +113,8 @@ def train(model: torch.nn.Module, params: Iterable, train_loader, cfg: TrainConf
                 lr = optimizer.param_groups[0]["lr"]
                 optimizer.step()
                 scheduler.step()
+                if after_step is not None:
+                    after_step(step)
                 step = result.step = step + 1
                 result.last_loss = loss
                 log.write({"step": step, "loss": loss, **parts, "lr": lr, "grad_norm": grad_norm,
