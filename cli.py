@@ -178,6 +178,86 @@ def predict(
                f"cameras in {out / 'cameras.json'}, {summary['points']} points in {out / 'points.ply'}")
 
 
+@app.command()
+def finetune(
+    task: str = typer.Argument("face", help="face (micro-baseline 3D face anti-spoofing)"),
+    method: str = typer.Option("ours", help="ours | psv | random | lora | pissa | adalora | eva | corda | full"),
+    compare: bool = typer.Option(False, "--compare", help="every method at the same budget, the paper-style table"),
+    basis: Path = typer.Option(Path("mined/basis.safetensors"), help="the mined basis (python cli.py mine)"),
+    rank: int = typer.Option(16, help="LoRA-family rank r"),
+    dim: Optional[int] = typer.Option(None, help="psv / random basis dimension (default: the mined basis's)"),
+    steps: int = typer.Option(200, help="optimizer steps of every run"),
+    lr: Optional[float] = typer.Option(None, help="peak learning rate (default: the method's grid, picked on val)"),
+    seeds: int = typer.Option(1, help="seeds per method (mean ± std)"),
+    heads: str = typer.Option("frozen", help="frozen | train: the depth head, the same for every method"),
+    data: Optional[Path] = typer.Option(None, help="your data: DIR/{train,val,test}/ of partitions or RGB-D "
+                                                   "sequences (docs/rgbd.md); default: built-in"),
+    checkpoint: Path = typer.Option(Path("assets/vggt_small.safetensors"), help="base model weights"),
+    preset: Optional[str] = typer.Option(None, help="model preset for checkpoints without a stored config "
+                                                    "(official weights: vggt-1b)"),
+    resolution: int = typer.Option(126, help="image width = height (a multiple of 14)"),
+    frames: int = typer.Option(4, help="views per sequence"),
+    batch_size: int = typer.Option(2, help="sequences per step"),
+    targets: Optional[str] = typer.Option(None, help="regex of the layers every method adapts (default: the "
+                                                     "basis's layers)"),
+    out: Path = typer.Option(Path("runs/finetune"), help="runs, tables and plots go to OUT/TASK/"),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda (default: cuda if available)"),
+) -> None:
+    """Fine-tune the base model on a downstream task; evaluate before and after (resumable)."""
+    from finetune.harness import (FinetuneConfig, check_basis, compare as compare_all, no_finetune, run_method,
+                                  task_data)
+    from finetune.methods import METHODS
+
+    with _finetune_step():
+        cfg = FinetuneConfig(task=task, method=method, rank=rank, dim=dim, steps=steps, lr=lr, seeds=seeds,
+                             heads=heads, data=_str(data), checkpoint=str(checkpoint), model_preset=preset,
+                             resolution=resolution, frames=frames, batch_size=batch_size, basis=str(basis),
+                             targets=targets, out=str(out), device=device)
+        from finetune.harness import resolve
+        if not compare and method == "ours" and not resolve(cfg.basis).is_file():
+            fail(f"{basis}: no basis; make it with `python cli.py mine` (or pick --method psv / random / lora ...)")
+        if not resolve(cfg.checkpoint).is_file():
+            fail(f"{checkpoint}: no such checkpoint")
+        if (method == "ours" or compare) and resolve(cfg.basis).is_file():
+            check_basis(cfg)                        # before any data is built
+        data_ = task_data(cfg, say=typer.echo)
+        if compare:
+            methods = [m for m in METHODS if m != "ours" or resolve(cfg.basis).is_file()]
+            if "ours" not in methods:
+                typer.echo(f"note: {basis} is missing, so the table has no `ours` row (make it with `python cli.py mine`)")
+            result = compare_all(cfg, data_, methods, say=typer.echo)
+            typer.echo(result["markdown"])
+            typer.echo(f"table: {cfg.task_dir / 'compare.md'} (and .csv, metrics_vs_params.png, losses.png)")
+            return
+        base = no_finetune(cfg, data_)
+        res = run_method(cfg, data_, method, say=typer.echo)
+        from finetune.report import markdown, table_rows
+        typer.echo(markdown(table_rows(base, [res]), [f"{method}: lr {res['lr']:g} (grid on validation: "
+                                                      f"{[t['lr'] for t in res['grid']]}), {steps} steps"]))
+
+
+@contextmanager
+def _finetune_step():
+    """Bad input (no basis, a basis for another model, unreadable data) is one line and exit code 2."""
+    from finetune.data import TaskDataError
+    from finetune.harness import FinetuneError
+    from finetune.methods import MethodError
+    from finetune.rgbd import RGBDError
+    from mining.basis import BasisError
+    from model.checkpoint import CheckpointError
+    from render.dataset import PartitionError
+    from render.jobs import JobError
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except (FinetuneError, MethodError, BasisError, TaskDataError, RGBDError, CheckpointError, PartitionError,
+            JobError) as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        fail("interrupted; rerun the same command to resume", 130)
+
+
 mine_app = typer.Typer(add_completion=False, help="Mine attribute subspaces: LoRA clusters, shared subspaces, "
                                                  "the basis and the report (docs/mining.md).")
 app.add_typer(mine_app, name="mine")

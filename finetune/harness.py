@@ -1,0 +1,399 @@
+"""One harness for every fine-tuning method: the same data, steps, schedule, loss and evaluation.
+
+    cfg = FinetuneConfig(task="face", method="ours")
+    data = task_data(cfg)                       # builds / renders the task's data where missing
+    result = run_method(cfg, data, "ours")      # lr from the grid on validation, then every seed
+    table = compare(cfg, data, METHODS)         # every method at the same budget, "no fine-tuning" first
+
+Per run (method, rank or dim, learning rate, seed) the folder ``OUT/<task>/<method>-<size>/lr<lr>/seed<k>/``
+holds the trainer's run (``run/``: log.csv, loss.png, checkpoints while training), the adapter
+(``adapter/``) and ``record.json``, written last: a finished run is skipped, a killed one resumes from its
+checkpoint. Learning rates: each method's grid (``LR_GRIDS``) is tried with seed 0 and the full budget on
+the training split, the best validation AbsRel wins (recorded in ``lr_grid.json``); the other seeds then
+train at that rate. The anti-spoofing threshold is each run's EER threshold on validation, applied to test.
+
+Fairness (what every method shares): target layers (default: the layers the basis covers), the patch embed
+frozen, the heads' policy (``heads``: "frozen" by default for every method — the comparison is about how
+the aggregator adapts; "train" adds the depth head, fully trained, to every method), the loss (depth only:
+prediction is by the depth head, as in the paper; the small model's camera head does not learn), AdamW with
+linear warm-up then cosine decay, batch size, steps and data order per seed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.atomic import write_json
+
+from .data import TaskData, TaskDataError
+from .methods import BASIS_METHODS, METHODS, MethodContext, MethodError, prepare
+
+REPO = Path(__file__).resolve().parents[1]
+TASKS = ("face",)
+NO_FINETUNE = "none"
+LR_GRIDS = {  # peak learning rates tried per method (AdamW); chosen on validation
+    "ours": (1e-3, 3e-3, 1e-2), "psv": (1e-3, 3e-3, 1e-2), "random": (1e-3, 3e-3, 1e-2),
+    "lora": (3e-4, 1e-3, 3e-3), "pissa": (1e-4, 3e-4, 1e-3), "adalora": (3e-4, 1e-3, 3e-3),
+    "eva": (3e-4, 1e-3, 3e-3), "corda": (1e-4, 3e-4, 1e-3), "full": (1e-5, 3e-5, 1e-4),
+}
+SELECT_BY = "abs_rel"       # validation metric that picks the learning rate (lower is better)
+
+
+class FinetuneError(ValueError):
+    """A fine-tuning run that cannot start as asked (one line for the CLI)."""
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    task: str = "face"
+    method: str = "ours"
+    rank: int = 16                        # LoRA-family rank r
+    dim: int | None = None                # psv / random basis dimension (None: the mined basis's mean, else 4·rank)
+    steps: int = 200
+    lr: float | None = None               # None: pick from the method's grid on validation
+    seeds: int = 1
+    batch_size: int = 2
+    frames: int = 4
+    resolution: int = 126
+    heads: str = "frozen"                 # frozen | train (the depth head, for every method)
+    warmup: float = 0.05
+    weight_decay: float = 0.0
+    calibration_batches: int = 8          # EVA / CorDA: training batches their init sees
+    max_dist_mm: float = 20.0             # points metrics: distances capped here
+    checkpoint: str = "assets/vggt_small.safetensors"
+    model_preset: str | None = None
+    basis: str = "mined/basis.safetensors"
+    targets: str | None = None            # regex; None: the basis's layers (or mining's default targets)
+    data: str | None = None               # user data (finetune.data.load_task_data); None: built-in
+    out: str = "runs/finetune"
+    device: str | None = None
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise FinetuneError(f"--method {self.method!r}: unknown; choose from {', '.join(METHODS)}")
+        if self.heads not in ("frozen", "train"):
+            raise FinetuneError(f"--heads {self.heads!r}: choose frozen or train")
+        for name in ("rank", "steps", "seeds", "batch_size", "frames"):
+            if getattr(self, name) < 1:
+                raise FinetuneError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.dim is not None and self.dim < 1:
+            raise FinetuneError(f"--dim must be >= 1, got {self.dim}")
+        if self.lr is not None and not self.lr > 0:
+            raise FinetuneError(f"--lr must be > 0, got {self.lr}")
+
+    @property
+    def task_dir(self) -> Path:
+        return Path(self.out) / self.task
+
+
+# ---- the base model and the task --------------------------------------------------------------------------
+
+def resolve(path: str) -> Path:
+    """A relative path not found from here is looked up from the repository root (the shipped assets)."""
+    p = Path(path)
+    return REPO / p if not p.is_absolute() and not p.exists() and (REPO / p).exists() else p
+
+
+@functools.lru_cache(maxsize=4)
+def _sha(path: str, stat: tuple) -> str:
+    from mining.basis import file_sha256
+    return file_sha256(path)
+
+
+def checkpoint_sha(cfg: FinetuneConfig) -> str:
+    path = resolve(cfg.checkpoint)
+    st = path.stat()
+    return _sha(str(path), (st.st_size, st.st_mtime_ns))
+
+
+def load_base(cfg: FinetuneConfig) -> torch.nn.Module:
+    from model import VGGTConfig, load_model
+    from model.checkpoint import CheckpointError
+
+    path = resolve(cfg.checkpoint)
+    try:
+        return load_model(path, config=VGGTConfig.preset(cfg.model_preset) if cfg.model_preset else None).float()
+    except (CheckpointError, ValueError) as e:
+        raise FinetuneError(str(e)) from None
+
+
+def task_data(cfg: FinetuneConfig, renderer=None, say=print) -> TaskData:
+    """The task's splits: the user's ``--data`` folder, or the built-in data (made where missing)."""
+    from .data import load_task_data
+
+    if cfg.data is not None:
+        return load_task_data(cfg.data, name=cfg.task)
+    if cfg.task == "face":
+        from .tasks.face import FaceData, prepare_face_data
+        return prepare_face_data(FaceData(resolution=cfg.resolution, views=max(cfg.frames, 4)), renderer=renderer,
+                                 progress=cfg.progress, say=say)
+    raise FinetuneError(f"task {cfg.task!r}: unknown; choose from {', '.join(TASKS)}")
+
+
+def target_layers(cfg: FinetuneConfig, model: torch.nn.Module) -> list[str]:
+    """The layers every method adapts: ``--targets``, else the basis's layers, else mining's targets."""
+    from mining.config import DEFAULT_TARGETS
+
+    linear = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    if cfg.targets is None and resolve(cfg.basis).is_file():
+        from mining.basis import read_basis
+        names = read_basis(resolve(cfg.basis)).modules
+        missing = [n for n in names if n not in linear]
+        if missing:
+            raise FinetuneError(f"{cfg.basis}: layer {missing[0]} is not a linear layer of the model "
+                                "(a basis mined on another model?)")
+        return names
+    pattern = re.compile(cfg.targets or DEFAULT_TARGETS)
+    names = [n for n in linear if pattern.fullmatch(n)]
+    if not names:
+        raise FinetuneError(f"--targets {pattern.pattern!r}: matches no linear layer of the model")
+    return names
+
+
+def check_basis(cfg: FinetuneConfig) -> None:
+    """Refuse early (before any data is built) a basis that does not fit the base model: another
+    architecture, another checkpoint (when the basis records its sha256), or layers the model lacks."""
+    from mining.basis import check_against_model, read_basis
+
+    from .adapters.subspace import _check_checkpoint, _check_model_config
+
+    basis = read_basis(resolve(cfg.basis))
+    model = load_base(cfg)
+    _check_model_config(basis, model)
+    _check_checkpoint(basis, checkpoint_sha(cfg))
+    check_against_model(basis, model)
+
+
+def method_size(cfg: FinetuneConfig, method: str) -> tuple[str, int | None]:
+    """(folder tag, rank or dim) of a method: LoRA-family rank, generated-basis dim, or the mined basis."""
+    if method == "ours":
+        return "mined", None
+    if method in ("psv", "random"):
+        return f"d{basis_dim(cfg)}", basis_dim(cfg)
+    if method == "full":
+        return "all", None
+    return f"r{cfg.rank}", cfg.rank
+
+
+@functools.lru_cache(maxsize=8)
+def _mean_basis_dim(path: str, stat: tuple) -> int:
+    from mining.basis import read_basis
+    basis = read_basis(path)
+    return max(1, round(float(np.mean([basis.A[m].shape[1] for m in basis.modules]))))
+
+
+def basis_dim(cfg: FinetuneConfig) -> int:
+    """psv/random dimension: ``--dim``, else the mined basis's mean per-layer dimension (the same budget
+    as ours), else 4·rank (four attributes of d′ = rank)."""
+    if cfg.dim is not None:
+        return cfg.dim
+    path = resolve(cfg.basis)
+    if path.is_file():
+        st = path.stat()
+        return _mean_basis_dim(str(path), (st.st_size, st.st_mtime_ns))
+    return 4 * cfg.rank
+
+
+# ---- one run ------------------------------------------------------------------------------------------------
+
+def run_dir(cfg: FinetuneConfig, method: str, lr: float, seed: int) -> Path:
+    tag, _ = method_size(cfg, method)
+    return cfg.task_dir / f"{method}-{tag}" / f"lr{lr:g}" / f"seed{seed}"
+
+
+def _loss_fn(regulariser):
+    from training import LossWeights, vggt_loss
+
+    weights = LossWeights(camera=0.0, depth=1.0, point=0.0)
+
+    def loss(predictions, batch):
+        total, parts = vggt_loss(predictions, batch, weights)
+        if regulariser is not None:
+            reg = regulariser()
+            parts = dict(parts, regulariser=reg.detach())
+            total = total + reg
+        return total, parts
+    return loss
+
+
+def _device(cfg: FinetuneConfig) -> torch.device:
+    return torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _heads_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    return [p for n, p in model.named_parameters() if ".depth_head." in f".{n}" or n.startswith("depth_head.")]
+
+
+def run_one(cfg: FinetuneConfig, data: TaskData, method: str, lr: float, seed: int, say=print) -> dict:
+    """Train one (method, lr, seed) and evaluate it on validation and test; skipped when finished."""
+    from training import TrainConfig, make_loader, train
+
+    folder = run_dir(cfg, method, lr, seed)
+    done = folder / "record.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    device = _device(cfg)
+    train_set = data.dataset("train", cfg.frames, cfg.resolution, seed=seed)
+    loader = make_loader(train_set, batch_size=cfg.batch_size)
+    calibration = lambda: [b for _, b in zip(range(cfg.calibration_batches), loader.batches(0, seed))]  # noqa: E731
+    model = load_base(cfg)
+    _, size = method_size(cfg, method)
+    ctx = MethodContext(method=method, targets=target_layers(cfg, model), rank=size or cfg.rank, steps=cfg.steps,
+                        seed=seed, basis=resolve(cfg.basis), calibration=calibration, device=device,
+                        checkpoint_sha256=checkpoint_sha(cfg), workdir=cfg.task_dir / "cache")
+    started = time.time()
+    adapted = prepare(method, model, ctx)
+    params = list(adapted.params)
+    if cfg.heads == "train":
+        params += [p for p in _heads_params(adapted.model) if all(p is not q for q in params)]
+    trainable = sum(p.numel() for p in params)
+    say(f"{method} lr {lr:g} seed {seed}: {trainable:,} trainable parameters")
+    tcfg = TrainConfig(steps=cfg.steps, lr=lr, warmup=cfg.warmup, weight_decay=cfg.weight_decay, seed=seed,
+                       checkpoint_every=max(1, min(100, cfg.steps // 4)), device=str(device), progress=cfg.progress)
+    result = train(adapted.model, params, loader, tcfg, loss_fn=_loss_fn(adapted.regulariser), out_dir=folder / "run",
+                   after_step=adapted.after_step)
+    if result.status == "interrupted":
+        raise KeyboardInterrupt(result.message)
+    record = {"method": method, "lr": lr, "seed": seed, "trainable": trainable, "status": result.status,
+              "train": _log_summary(folder / "run" / "log.csv"), "log": str(folder / "run" / "log.csv"), "info": adapted.info, "settings": _settings(cfg)}
+    if result.status == "finished":
+        adapted.save(folder / "adapter")
+        record |= evaluate_model(cfg, data, adapted.model, folder)
+    else:                                   # a diverged method is a result too: it counts as failed
+        record |= {"message": result.message, "val": None, "test": None}
+    record["seconds"] = time.time() - started
+    record = _finite(record)
+    write_json(done, record)
+    return record
+
+
+def evaluate_model(cfg: FinetuneConfig, data: TaskData, model, folder: Path | None = None) -> dict:
+    """Validation and test summaries (the test's ACER at the validation EER threshold); per-sequence rows
+    go to ``folder/sequences.json``."""
+    from .evaluate import eer_threshold, predict_split, summarize
+
+    device = _device(cfg)
+    out, rows_all = {}, {}
+    threshold = None
+    for split in ("val", "test"):
+        ds = data.dataset(split, cfg.frames, cfg.resolution, normalize=False)
+        rows = predict_split(model, ds, device, data.units_to_mm, cfg.max_dist_mm)
+        labels = data.labels(split, ds)
+        info = data.sequence_info(split, ds)
+        for r, i in zip(rows, info):
+            r.update({k: i.get(k) for k in ("label", "kind", "identity", "source")})
+        if split == "val":
+            threshold = eer_threshold(rows, labels)
+        out[split] = summarize(rows, labels, threshold if split == "test" else None)
+        if split == "test":
+            out["test_by_source"] = {src: summarize([r for r in rows if r.get("source") == src],
+                                                    [r["label"] for r in rows if r.get("source") == src], threshold)
+                                     for src in sorted({r.get("source") for r in rows} - {None})}
+        rows_all[split] = rows
+    if folder is not None:
+        write_json(folder / "sequences.json", _finite(rows_all))
+    return out
+
+
+def no_finetune(cfg: FinetuneConfig, data: TaskData) -> dict:
+    """The base model and a constant depth map on the same splits (the table's first rows)."""
+    from .evaluate import constant_depth_rows, eer_threshold, summarize
+
+    folder = cfg.task_dir / NO_FINETUNE
+    done = folder / "record.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    record = {"method": NO_FINETUNE, "trainable": 0} | evaluate_model(cfg, data, load_base(cfg), folder)
+    const = {}
+    for split in ("val", "test"):
+        ds = data.dataset(split, cfg.frames, cfg.resolution, normalize=False)
+        rows = constant_depth_rows(ds, data.units_to_mm, cfg.max_dist_mm)
+        const[split] = (rows, data.labels(split, ds))
+    t = eer_threshold(*const["val"])
+    record["constant_depth"] = {s: summarize(r, lab, t if s == "test" else None) for s, (r, lab) in const.items()}
+    record = _finite(record)
+    write_json(done, record)
+    return record
+
+
+# ---- learning rate and seeds --------------------------------------------------------------------------------
+
+def run_method(cfg: FinetuneConfig, data: TaskData, method: str, say=print) -> dict:
+    """Pick the method's learning rate (``cfg.lr``, else its grid on validation, seed 0), train every seed
+    at it; returns {"method", "lr", "grid", "runs": [records]}."""
+    grid = [cfg.lr] if cfg.lr is not None else list(LR_GRIDS[method])
+    tried = []
+    for lr in grid:
+        rec = run_one(cfg, data, method, lr, seed=0, say=say)
+        score = (rec.get("val") or {}).get(SELECT_BY)
+        score = math.nan if score is None else float(score)
+        tried.append({"lr": lr, f"val_{SELECT_BY}": score, "status": rec["status"]})
+    finite = [t for t in tried if math.isfinite(t[f"val_{SELECT_BY}"])]
+    if not finite:
+        raise FinetuneError(f"{method}: every learning rate of {grid} diverged")
+    best = min(finite, key=lambda t: t[f"val_{SELECT_BY}"])["lr"]
+    tag, _ = method_size(cfg, method)
+    write_json(cfg.task_dir / f"{method}-{tag}" / "lr_grid.json", {"select_by": f"val {SELECT_BY}", "tried": tried,
+                                                                  "chosen": best, "steps": cfg.steps})
+    runs = [run_one(cfg, data, method, best, seed=s, say=say) for s in range(cfg.seeds)]
+    return {"method": method, "lr": best, "grid": tried, "runs": runs}
+
+
+def compare(cfg: FinetuneConfig, data: TaskData, methods=METHODS, say=print) -> dict:
+    """Every method at the same budget and the no-fine-tuning controls; writes the table and plots."""
+    from .report import write_comparison
+
+    base = no_finetune(cfg, data)
+    results = []
+    for m in methods:
+        try:
+            results.append(run_method(cfg, data, m, say=say))
+        except (MethodError, FinetuneError) as e:
+            if m == "ours" and not resolve(cfg.basis).is_file():
+                say(f"skipping ours: {e}")
+                continue
+            raise
+    return write_comparison(cfg, base, results)
+
+
+# ---- helpers ------------------------------------------------------------------------------------------------
+
+def _settings(cfg: FinetuneConfig) -> dict:
+    keep = ("task", "rank", "dim", "steps", "batch_size", "frames", "resolution", "heads", "warmup", "weight_decay",
+            "checkpoint", "basis", "targets", "data", "max_dist_mm")
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k in keep}
+
+
+def _log_summary(log: Path, window: int = 20) -> dict:
+    from training.logs import read_log
+
+    rows = read_log(log)
+    loss = [float(r["loss"]) for r in rows]
+    if not loss:
+        return {"steps": 0}
+    return {"steps": len(rows), "loss_first": float(np.mean(loss[:window])), "loss_last": float(np.mean(loss[-window:])),
+            "seconds": float(rows[-1]["seconds"])}
+
+
+def _finite(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+__all__ = ["FinetuneConfig", "FinetuneError", "LR_GRIDS", "task_data", "run_one", "run_method", "compare",
+           "no_finetune", "evaluate_model", "target_layers", "TASKS"]

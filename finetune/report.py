@@ -1,0 +1,166 @@
+"""The comparison table of a task, paper-style, with its controls, and the plots beside it.
+
+    write_comparison(cfg, base_record, method_results)   # -> OUT/<task>/compare.{md,csv,json}, plots
+
+Rows: "no fine-tuning" first (as in the paper), then the controls that make the others mean something
+(a constant depth map; the oracle AUC of the ground-truth geometry is in the notes), then every method:
+trainable parameters, the learning rate picked on validation, and every test metric as mean ± std over
+seeds (std over seeds, n = the number of seeds; "—" with one seed). Columns for the held-out real scan
+(source "scan") come from the same runs.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+
+from common.atomic import atomic_path, write_json, write_text
+
+# (key in a split summary, column title, better)
+COLUMNS = (("abs_rel", "AbsRel", "↓"), ("delta1", "δ<1.25", "↑"), ("acc_mean", "Acc mm", "↓"),
+           ("comp_mean", "Comp mm", "↓"), ("nc_mean", "NC", "↑"), ("auc", "AUC", "↑"), ("acer", "ACER", "↓"))
+SCAN_COLUMNS = (("abs_rel", "scan AbsRel", "↓"), ("acc_mean", "scan Acc mm", "↓"))
+
+
+def _stat(values) -> tuple[float, float, int]:
+    v = np.array([x for x in values if x is not None and math.isfinite(x)], dtype=float)
+    if v.size == 0:
+        return math.nan, math.nan, 0
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan, int(v.size)
+
+
+def _fmt(mean: float, std: float, digits: int = 3) -> str:
+    if not math.isfinite(mean):
+        return "n/a"
+    text = f"{mean:.{digits}f}"
+    return text + (f" ± {std:.{digits}f}" if math.isfinite(std) else "")
+
+
+def table_rows(base: dict, results: list[dict]) -> list[dict]:
+    """One dict per row: name, trainable, lr, seeds, and (mean, std) per column."""
+    def row(name, records, trainable, lr):
+        out = {"method": name, "trainable": trainable, "lr": lr, "seeds": len(records)}
+        for key, _, _ in COLUMNS:
+            out[key] = _stat([(r.get("test") or {}).get(key) for r in records])
+        for key, _, _ in SCAN_COLUMNS:
+            out["scan_" + key] = _stat([((r.get("test_by_source") or {}).get("scan") or {}).get(key) for r in records])
+        return out
+
+    rows = [row("no fine-tuning", [base], 0, None)]
+    if base.get("constant_depth"):
+        rows.append(row("constant depth (control)", [{"test": base["constant_depth"]["test"]}], 0, None))
+    for res in results:
+        finished = [r for r in res["runs"] if r.get("status") == "finished"]
+        trainable = res["runs"][0]["trainable"] if res["runs"] else 0
+        rows.append(row(res["method"], finished, trainable, res["lr"]))
+    return rows
+
+
+def markdown(rows: list[dict], notes: list[str]) -> str:
+    head = ["method", "trainable", "lr", "seeds"] + [f"{t} {b}" for _, t, b in COLUMNS + SCAN_COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["method"], f"{r['trainable']:,}", "—" if r["lr"] is None else f"{r['lr']:g}", str(r["seeds"])]
+        cells += [_fmt(*r[k][:2]) for k, _, _ in COLUMNS]
+        cells += [_fmt(*r["scan_" + k][:2]) for k, _, _ in SCAN_COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines + [""] + [f"- {n}" for n in notes]) + "\n"
+
+
+def csv_text(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    keys = [k for k, _, _ in COLUMNS] + ["scan_" + k for k, _, _ in SCAN_COLUMNS]
+    w = csv.writer(buf)
+    w.writerow(["method", "trainable", "lr", "seeds"] + [f"{k}_{s}" for k in keys for s in ("mean", "std")])
+    for r in rows:
+        w.writerow([r["method"], r["trainable"], "" if r["lr"] is None else r["lr"], r["seeds"]]
+                   + [f"{x:.6g}" if math.isfinite(x) else "" for k in keys for x in r[k][:2]])
+    return buf.getvalue()
+
+
+def notes(base: dict, results: list[dict], cfg) -> list[str]:
+    out = [f"test split, {base['test'].get('sequences', 0)} sequences; {cfg.steps} steps, batch {cfg.batch_size}, "
+           f"{cfg.frames} views at {cfg.resolution} px, heads {cfg.heads}; mean ± std over seeds",
+           "AbsRel / δ<1.25 after per-view median scaling; points from the scaled depth and the ground-truth "
+           f"cameras, distances capped at {cfg.max_dist_mm:g} mm; AUC / ACER of the relief score of the predicted "
+           "face (ACER at the validation EER threshold)"]
+    auc_gt = base["test"].get("auc_gt")
+    if auc_gt is not None:
+        out.append(f"oracle: the relief score of the ground-truth geometry separates live from spoof with AUC "
+                   f"{auc_gt:.3f} (chance 0.5)")
+    for res in results:
+        grid = ", ".join(f"{t['lr']:g}: {t.get('val_abs_rel') if t.get('val_abs_rel') is None else round(t['val_abs_rel'], 4)}"
+                         for t in res["grid"])
+        out.append(f"{res['method']}: lr picked on validation AbsRel from [{grid}]")
+    return out
+
+
+def write_comparison(cfg, base: dict, results: list[dict]) -> dict:
+    folder = cfg.task_dir
+    rows = table_rows(base, results)
+    text = markdown(rows, notes(base, results, cfg))
+    write_text(folder / "compare.md", text)
+    write_text(folder / "compare.csv", csv_text(rows))
+    write_json(folder / "compare.json", {"rows": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items()}
+                                                  for r in rows]}, )
+    plot_metrics(rows, folder / "metrics_vs_params.png")
+    plot_losses(results, folder / "losses.png")
+    return {"rows": rows, "markdown": text, "folder": str(folder)}
+
+
+def plot_metrics(rows: list[dict], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    shown = [("abs_rel", "AbsRel ↓"), ("acc_mean", "Acc (mm) ↓"), ("nc_mean", "NC ↑"), ("auc", "AUC ↑")]
+    fig = Figure(figsize=(12, 3.4))
+    fig.set_layout_engine("constrained")
+    axes = fig.subplots(1, len(shown))
+    base = next((r for r in rows if r["method"] == "no fine-tuning"), None)
+    methods = [r for r in rows if r["trainable"] > 0]
+    for ax, (key, title) in zip(axes, shown):
+        for r in methods:
+            m, s, _ = r[key]
+            if math.isfinite(m):
+                ax.errorbar(r["trainable"], m, yerr=s if math.isfinite(s) else None, fmt="o", capsize=3)
+                ax.annotate(r["method"], (r["trainable"], m), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        if base is not None and math.isfinite(base[key][0]):
+            ax.axhline(base[key][0], color="grey", ls="--", lw=1, label="no fine-tuning")
+        ax.set_xscale("log")
+        ax.set_xlabel("trainable parameters")
+        ax.set_title(title, fontsize=10)
+    axes[0].legend(fontsize=7)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+
+
+def plot_losses(results: list[dict], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    from training.logs import read_log
+
+    fig = Figure(figsize=(7, 4))
+    fig.set_layout_engine("constrained")
+    ax = fig.subplots()
+    for res in results:
+        for r in res["runs"][:1]:
+            log = Path(r.get("log", "")) if r.get("log") else None
+            if log is None or not log.is_file():
+                continue
+            rows = read_log(log)
+            loss = np.array([float(x["loss"]) for x in rows])
+            k = max(1, len(loss) // 20)
+            smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+            ax.plot(np.arange(len(smooth)) + k, smooth, label=f"{res['method']} (lr {res['lr']:g})", lw=1.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (running mean)")
+    ax.set_yscale("log")
+    if ax.lines:
+        ax.legend(fontsize=7)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+
+
+__all__ = ["write_comparison", "table_rows", "markdown", "csv_text"]
