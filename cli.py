@@ -237,6 +237,19 @@ def finetune(
 
 
 @contextmanager
+def _one_line(errors: tuple):
+    """``errors`` (bad input, a failed step) become one line and exit code 2, Ctrl-C exit code 130; never a
+    traceback."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except errors as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        fail("interrupted; rerun the same command to resume", 130)
+
+
 def _finetune_step():
     """Bad input (no basis, a basis for another model, unreadable data) is one line and exit code 2."""
     from finetune.data import TaskDataError
@@ -247,15 +260,8 @@ def _finetune_step():
     from model.checkpoint import CheckpointError
     from render.dataset import PartitionError
     from render.jobs import JobError
-    try:
-        yield
-    except typer.Exit:
-        raise
-    except (FinetuneError, MethodError, BasisError, TaskDataError, RGBDError, CheckpointError, PartitionError,
-            JobError) as e:
-        fail(str(e))
-    except KeyboardInterrupt:
-        fail("interrupted; rerun the same command to resume", 130)
+    return _one_line((FinetuneError, MethodError, BasisError, TaskDataError, RGBDError, CheckpointError,
+                      PartitionError, JobError))
 
 
 mine_app = typer.Typer(add_completion=False, help="Mine attribute subspaces: LoRA clusters, shared subspaces, "
@@ -263,7 +269,6 @@ mine_app = typer.Typer(add_completion=False, help="Mine attribute subspaces: LoR
 app.add_typer(mine_app, name="mine")
 
 
-@contextmanager
 def _mine_step():
     """Bad input, a failed step or Ctrl-C become one line and an exit code, never a traceback."""
     from mining.basis import BasisError
@@ -271,15 +276,8 @@ def _mine_step():
     from model.checkpoint import CheckpointError
     from render.dataset import PartitionError
     from render.jobs import JobError
-    try:
-        yield
-    except typer.Exit:
-        raise
-    except (MineConfigError, BasisError, CheckpointError, JobError, PartitionError, OSError, ValueError,
-            RuntimeError) as e:
-        fail(str(e))
-    except KeyboardInterrupt:
-        fail("interrupted; rerun the same command to resume", 130)
+    return _one_line((MineConfigError, BasisError, CheckpointError, JobError, PartitionError, OSError, ValueError,
+                      RuntimeError))
 
 
 @mine_app.callback(invoke_without_command=True)

@@ -300,6 +300,9 @@ def _residuals(local: np.ndarray, model: str, fit_on: np.ndarray) -> np.ndarray:
     return z - design @ coef
 
 
+FLAT = 1e-9   # relief below this is round-off: the points lie on the model exactly
+
+
 def relief_score(points: np.ndarray, model: str = "plane", trim: float = 0.0, iterations: int = 5) -> float:
     """Scale-free relief of a face's 3D points [N,3]: RMS residual to the best ``model`` ("plane" or
     "quadric") over the in-plane RMS extent; ~0 for a flat (plane) or bent (quadric) print, larger for
@@ -327,7 +330,10 @@ def relief_score(points: np.ndarray, model: str = "plane", trim: float = 0.0, it
     extent = math.sqrt(float(np.mean(local_kept[:, 0] ** 2 + local_kept[:, 1] ** 2)))
     if extent <= 0:
         return math.nan
-    return math.sqrt(float(np.mean(r * r))) / extent
+    score = math.sqrt(float(np.mean(r * r))) / extent
+    # a surface that IS the model (a constant depth map, an exact plane) leaves round-off residuals whose
+    # size depends on the point set, not the shape; ranking those would rank noise
+    return 0.0 if score < FLAT else score
 
 
 def _scores_labels(scores, labels) -> tuple[np.ndarray, np.ndarray]:

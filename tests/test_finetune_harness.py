@@ -137,6 +137,7 @@ def test_evaluation_of_a_perfect_prediction(task):
     assert m["relief"] == pytest.approx(m["relief_gt"], rel=1e-6)
     flat = sequence_metrics(np.ones(seq["depths"].shape), seq, 1000.0, 20.0)
     assert flat["abs_rel"] > m["abs_rel"] and flat["acc_mean"] > 0
+    assert flat["relief"] == 0.0       # a constant depth map is a plane: no round-off score to rank by
 
 
 def test_paper_parameter_accounting_at_vggt_1b():
@@ -162,3 +163,24 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
     random_basis(tiny(), other, 4)
     r = cli("finetune", "face", "--basis", str(other))
     assert r.returncode == 2 and str(other) in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cli_on_user_rgbd_data(task, tmp_path):
+    """`finetune --data DIR` with the RGB-D layout of docs/rgbd.md: the renders converted, labels kept."""
+    from finetune.rgbd import write_rgbd_sequence
+    from render.dataset import load_partition
+
+    root, data = task
+    for split, folders in data.partitions.items():
+        for d in folders:
+            label = "live" if data.info[d]["label"] == 1 else "spoof"
+            for k, s in enumerate(load_partition(d).samples):
+                write_rgbd_sequence(tmp_path / "mine" / split, f"{d.parent.parent.name}_{k}", s.images, s.depths,
+                                    s.intrinsics, s.extrinsics, label=label, depth_format="npy")
+    r = cli("finetune", "face", "--method", "lora", "--lr", "1e-3", "--steps", "2", "--data", str(tmp_path / "mine"),
+            "--checkpoint", str(root / "tiny.safetensors"), "--resolution", "28", "--frames", "2",
+            "--basis", str(tmp_path / "none"), "--out", str(tmp_path / "runs"))
+    assert r.returncode == 0, r.stderr
+    record = json.loads((tmp_path / "runs/face/lora-r16/lr0.001/seed0/record.json").read_text())
+    assert record["test"]["sequences"] == 8 and 0 <= record["test"]["auc"] <= 1
+    assert "| no fine-tuning |" in r.stdout and "| lora |" in r.stdout
