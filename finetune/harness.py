@@ -46,6 +46,7 @@ LR_GRIDS = {  # peak learning rates tried per method (AdamW); chosen on validati
     "eva": (3e-4, 1e-3, 3e-3), "corda": (1e-4, 3e-4, 1e-3), "full": (1e-5, 3e-5, 1e-4),
 }
 SELECT_BY = "abs_rel"       # validation metric that picks the learning rate (lower is better)
+GRID_FACTOR, GRID_EXTENSIONS = 3.0, 2   # a best rate at a grid's end: one more ladder step beyond it, at most twice
 
 
 class FinetuneError(ValueError):
@@ -330,23 +331,54 @@ def no_finetune(cfg: FinetuneConfig, data: TaskData) -> dict:
 
 def run_method(cfg: FinetuneConfig, data: TaskData, method: str, say=print) -> dict:
     """Pick the method's learning rate (``cfg.lr``, else its grid on validation, seed 0), train every seed
-    at it; returns {"method", "lr", "grid", "runs": [records]}."""
+    at it; returns {"method", "lr", "grid", "runs": [records]}. When the best rate of the grid is at one of
+    its ends, the grid is extended by one more step of the 1-3-10 ladder on that side (up to ``GRID_EXTENSIONS`` times),
+    so that no method is judged at a rate its grid merely cut off; every method gets the same rule."""
     grid = [cfg.lr] if cfg.lr is not None else list(LR_GRIDS[method])
-    tried = []
+    tried: dict[float, dict] = {}
+
+    def score(lr: float) -> float:
+        if lr not in tried:
+            rec = run_one(cfg, data, method, lr, seed=0, say=say)
+            value = (rec.get("val") or {}).get(SELECT_BY)
+            tried[lr] = {"lr": lr, f"val_{SELECT_BY}": math.nan if value is None else float(value),
+                         "status": rec["status"]}
+        return tried[lr][f"val_{SELECT_BY}"]
+
     for lr in grid:
-        rec = run_one(cfg, data, method, lr, seed=0, say=say)
-        score = (rec.get("val") or {}).get(SELECT_BY)
-        score = math.nan if score is None else float(score)
-        tried.append({"lr": lr, f"val_{SELECT_BY}": score, "status": rec["status"]})
-    finite = [t for t in tried if math.isfinite(t[f"val_{SELECT_BY}"])]
+        score(lr)
+    for _ in range(GRID_EXTENSIONS if cfg.lr is None else 0):
+        finite = sorted(lr for lr in tried if math.isfinite(tried[lr][f"val_{SELECT_BY}"]))
+        if len(finite) < 2:
+            break
+        best = min(finite, key=score)
+        if best == max(tried):
+            score(_ladder(best, up=True))
+        elif best == min(tried):
+            score(_ladder(best, up=False))
+        else:
+            break
+    finite = [lr for lr in tried if math.isfinite(tried[lr][f"val_{SELECT_BY}"])]
     if not finite:
-        raise FinetuneError(f"{method}: every learning rate of {grid} diverged")
-    best = min(finite, key=lambda t: t[f"val_{SELECT_BY}"])["lr"]
+        raise FinetuneError(f"{method}: every learning rate of {sorted(tried)} diverged")
+    best = min(finite, key=score)
     tag, _ = method_size(cfg, method)
-    write_json(cfg.task_dir / f"{method}-{tag}" / "lr_grid.json", {"select_by": f"val {SELECT_BY}", "tried": tried,
-                                                                  "chosen": best, "steps": cfg.steps})
+    write_json(cfg.task_dir / f"{method}-{tag}" / "lr_grid.json",
+               _finite({"select_by": f"val {SELECT_BY}", "tried": [tried[lr] for lr in sorted(tried)], "chosen": best,
+                        "steps": cfg.steps}))
     runs = [run_one(cfg, data, method, best, seed=s, say=say) for s in range(cfg.seeds)]
-    return {"method": method, "lr": best, "grid": tried, "runs": runs}
+    return {"method": method, "lr": best, "grid": [tried[lr] for lr in sorted(tried)], "runs": runs}
+
+
+def _ladder(lr: float, up: bool) -> float:
+    """The next rate on the 1-3-10 ladder the grids use (1e-3 → 3e-3 → 1e-2), ×3 or ÷3 off the ladder."""
+    exponent = math.floor(math.log10(lr) + 1e-9)
+    mantissa = lr / 10 ** exponent
+    if abs(mantissa - 1) < 1e-6:
+        return float(f"{3 * 10 ** exponent:g}") if up else float(f"{3 * 10 ** (exponent - 1):g}")
+    if abs(mantissa - 3) < 1e-6:
+        return float(f"{10 ** (exponent + 1):g}") if up else float(f"{10 ** exponent:g}")
+    return lr * GRID_FACTOR if up else lr / GRID_FACTOR
 
 
 def compare(cfg: FinetuneConfig, data: TaskData, methods=METHODS, say=print) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 
 import numpy as np
@@ -184,3 +185,22 @@ def test_cli_on_user_rgbd_data(task, tmp_path):
     record = json.loads((tmp_path / "runs/face/lora-r16/lr0.001/seed0/record.json").read_text())
     assert record["test"]["sequences"] == 8 and 0 <= record["test"]["auc"] <= 1
     assert "| no fine-tuning |" in r.stdout and "| lora |" in r.stdout
+
+
+def test_lr_grid_extends_past_a_best_end(tmp_path, monkeypatch):
+    """A best rate at the grid's end is not trusted: the grid grows along the 1-3-10 ladder (twice at most)."""
+    import finetune.harness as h
+
+    calls = []
+
+    def fake_run(cfg, data, method, lr, seed, say=print):
+        calls.append((lr, seed))
+        return {"status": "finished", "val": {"abs_rel": abs(math.log10(lr) - math.log10(0.05))}, "trainable": 1}
+
+    monkeypatch.setattr(h, "run_one", fake_run)
+    cfg = FinetuneConfig(out=str(tmp_path), seeds=2, checkpoint="x", basis="none")
+    res = h.run_method(cfg, None, "ours", say=lambda *_: None)
+    assert [t["lr"] for t in res["grid"]] == [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
+    assert res["lr"] == 3e-2 and calls[-2:] == [(3e-2, 0), (3e-2, 1)]
+    grid = json.loads((tmp_path / "face/ours-mined/lr_grid.json").read_text())
+    assert grid["chosen"] == 3e-2 and len(grid["tried"]) == 5
