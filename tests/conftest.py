@@ -103,10 +103,19 @@ def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
                           cwd=kwargs.pop("cwd", ROOT), **kwargs)
 
 
+
+def import_bpy():
+    """``import bpy`` or skip; a clear failure where pymeshlab was imported into this process first (its
+    bundled libembree4.so.4 shadows Blender's: "undefined symbol: rtcGetSceneTraversable")."""
+    if "pymeshlab" in sys.modules and "bpy" not in sys.modules:
+        pytest.fail("pymeshlab was imported into the test process before bpy; bpy cannot load now (use it in a "
+                    "subprocess, as finetune.tasks.face_live does)")
+    return pytest.importorskip("bpy")
+
 @pytest.fixture(scope="session")
 def rendered(tmp_path_factory):
     """attribute -> RenderJob, rendered (jitter 0, so held-fixed attributes are exactly equal)."""
-    pytest.importorskip("bpy")
+    import_bpy()
     from render.jobs import run
     out = tmp_path_factory.mktemp("synth")
     jobs = {}

@@ -5,7 +5,10 @@ cache (the very first build on a machine takes about two minutes, then a few sec
 """
 from __future__ import annotations
 
+import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,7 @@ from finetune.tasks import FaceMeshError, build_face_meshes, load_face_index
 from finetune.tasks.face_meshes import BUILD_RECORD, assign_splits
 from finetune.tasks.face_raster import intrinsics, look_at_front, rasterize
 
+REPO = Path(__file__).resolve().parents[1]
 ARGS = dict(identities=3, expressions=1, seed=0, splits=(0.34, 0.33, 0.33), include_scan=True, progress=False)
 
 
@@ -298,3 +302,23 @@ def test_rasteriser_depth_of_a_tilted_plane():
     u = (np.arange(40) + 0.5 - 20) / 100.0  # normalised image x; world x = depth * u
     expected = 1.0 / (1.0 + 0.1 * u)[None, :].repeat(40, 0)
     assert np.abs(frags.depth - expected).max() < 1e-9
+
+
+@pytest.mark.blender
+def test_bpy_imports_after_the_scan_is_built(tmp_path):
+    """The face task builds the scan and then renders in one process: pymeshlab's bundled Embree must not
+    shadow Blender's (it did: "undefined symbol: rtcGetSceneTraversable"). A fresh interpreter, as a
+    user's `cli.py finetune face` is."""
+    # find_spec, not importorskip: importing pymeshlab here would break bpy for every later test
+    if importlib.util.find_spec("pymeshlab") is None or importlib.util.find_spec("bpy") is None:
+        pytest.skip("needs pymeshlab and bpy")
+    code = ("from finetune.tasks.face_live import scan_live_mesh, sample_appearance\n"
+            "import numpy as np\n"
+            "m = scan_live_mesh(sample_appearance(np.random.default_rng(0), 0.6), target_faces=2000)\n"
+            "import sys; assert 'pymeshlab' not in sys.modules\n"
+            "import bpy\n"
+            "print(len(m.faces), bpy.app.version_string)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    faces, version = done.stdout.split()
+    assert 1000 <= int(faces) <= 4000 and version  # the boundary is kept whole.startswith("5.")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import import_bpy
 import trimesh
 
 from conftest import ROOT, SMALL, cli, reprojection_errors
@@ -406,7 +407,7 @@ def test_a_broken_mesh_stops_the_job_before_anything_is_written(tmp_path, test_m
 def blender_jobs(tmp_path_factory, test_meshes):
     """rig -> the job it rendered with Blender, in this process: every test mesh on a turntable, the
     head (mm) on the micro-baseline rig."""
-    pytest.importorskip("bpy")
+    import_bpy()
     out = tmp_path_factory.mktemp("mblender")
     turntable = _job(test_meshes["off"].parent, "turntable", out, samples=2, views=3)
     micro = _job(test_meshes["obj"], "micro-baseline", out, samples=2, views=3)

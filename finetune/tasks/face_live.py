@@ -9,8 +9,11 @@ rest). The scan (pymeshlab's sample range map) gets a uniform skin tone with the
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
+import multiprocessing
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -491,9 +494,12 @@ def _eye_colours(p: np.ndarray, lm: dict, iris: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------- scan
 
 def scan_path() -> Path:
-    """pymeshlab's sample laser range map of a face (85k vertices, millimetres, no colour)."""
-    import pymeshlab
-    return Path(pymeshlab.__file__).parent / "tests" / "sample_meshes" / "rangemaps" / "face000.ply"
+    """pymeshlab's sample laser range map of a face (85k vertices, millimetres, no colour). Found without
+    importing pymeshlab (see ``scan_live_mesh``)."""
+    spec = importlib.util.find_spec("pymeshlab")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the face scan comes with pymeshlab: pip install -e '.[tasks]'")
+    return Path(list(spec.submodule_search_locations)[0]) / "tests" / "sample_meshes" / "rangemaps" / "face000.ply"
 
 
 SCAN_TARGET_FACES = 30_000
@@ -516,13 +522,12 @@ def scan_orientation(v_mm: np.ndarray) -> np.ndarray:
     return np.stack([np.cross(up, forward), up, forward])
 
 
-def scan_live_mesh(appearance: dict, target_faces: int = SCAN_TARGET_FACES) -> LiveMesh:
-    """The scan as a live mesh: its largest connected piece (the rest is scanner debris), small holes
-    closed, in metres, oriented, decimated (quadric edge collapse, boundary kept), centred and
-    skin-coloured."""
+def _scan_geometry(path: str, target_faces: int) -> tuple[np.ndarray, np.ndarray]:
+    """The cleaned, oriented, decimated scan (metres, bounding-box centred): vertices and faces. Runs in
+    a child process of its own (``scan_live_mesh``)."""
     import pymeshlab
     ms = pymeshlab.MeshSet()
-    ms.load_new_mesh(str(scan_path()))
+    ms.load_new_mesh(path)
     ms.meshing_remove_connected_component_by_face_number(mincomponentsize=10_000)
     ms.meshing_remove_unreferenced_vertices()
     # Close the small holes (the shadow under the nose, dropouts) with flat patches; the long open
@@ -538,7 +543,23 @@ def scan_live_mesh(appearance: dict, target_faces: int = SCAN_TARGET_FACES) -> L
                                                 preservenormal=True, qualitythr=0.5)
     mesh = ms.current_mesh()
     v, f = mesh.vertex_matrix().astype(np.float64), mesh.face_matrix().astype(np.int64)
-    v = v - 0.5 * (v.min(0) + v.max(0))
+    return v - 0.5 * (v.min(0) + v.max(0)), f
+
+
+def scan_live_mesh(appearance: dict, target_faces: int = SCAN_TARGET_FACES) -> LiveMesh:
+    """The scan as a live mesh: its largest connected piece (the rest is scanner debris), small holes
+    closed, in metres, oriented, decimated (quadric edge collapse, boundary kept), centred and
+    skin-coloured.
+
+    pymeshlab runs in a spawned child process, never in this one: its wheel bundles a
+    ``libembree4.so.4`` older than Blender's, and once loaded it shadows bpy's library of the same
+    name, so a later ``import bpy`` (the face task renders next, in the same process) fails with
+    "undefined symbol: rtcGetSceneTraversable"."""
+    path = scan_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: pymeshlab's face scan is missing (reinstall pymeshlab)")
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        v, f = pool.submit(_scan_geometry, str(path), target_faces).result()
     return LiveMesh(vertices=v, faces=f, colors=paint_uniform(v, appearance))
 
 
