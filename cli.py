@@ -26,7 +26,7 @@ def fail(message: str, code: int = 2) -> None:
 @app.command()
 def render(
     attribute: Optional[str] = typer.Option(None, help="texture | geometry | camera | lighting | mixed "
-                                                       "(or --meshes)"),
+                                                       "(or --meshes, or --scene)"),
     partitions: Optional[int] = typer.Option(None, help="number of partitions (default 10; with --meshes: every "
                                                         "mesh from --first-partition on)"),
     samples: Optional[int] = typer.Option(None, help="samples per partition"),
@@ -45,26 +45,46 @@ def render(
     first_partition: int = typer.Option(0, help="index of the first partition (with --meshes: of the first mesh)"),
     textures: Optional[Path] = typer.Option(None, help="folder of texture images to mix into the materials"),
     generator_config: Optional[Path] = typer.Option(None, help="JSON file of generator ranges overriding the "
-                                                              "preset's (docs/attributes.md)"),
+                                                              "preset's (docs/attributes.md; with --scene: "
+                                                              "docs/transparent.md)"),
+    scene: Optional[str] = typer.Option(None, help="built-in scene kind: transparent (tabletop glass and clear "
+                                                   "plastic objects, docs/transparent.md); partitions go to "
+                                                   "OUT/transparent/pNNN"),
     meshes: Optional[Path] = typer.Option(None, help="mesh mode: a folder of meshes (searched recursively), a mesh "
                                                      "file or a .txt list; one partition per mesh (docs/meshes.md)"),
     rig: Optional[str] = typer.Option(None, help="with --meshes: micro-baseline | turntable | hemisphere"),
     units: str = typer.Option("auto", help="with --meshes: auto | m | mm | cm (auto: mm above 10 units)"),
     up: str = typer.Option("+y", help="with --meshes: the file axis pointing up (+x -x +y -y +z -z)"),
     front: str = typer.Option("+z", help="with --meshes: the file axis the object faces (micro-baseline looks at it)"),
-    name: Optional[str] = typer.Option(None, help="with --meshes: output folder name (default: the source's name)"),
+    name: Optional[str] = typer.Option(None, help="with --meshes or --scene: output folder name (default: the "
+                                                  "source's name; the scene kind's)"),
     rig_config: Optional[str] = typer.Option(None, help="with --meshes: JSON file or object of rig settings"),
     lighting_config: Optional[str] = typer.Option(None, help="with --meshes: JSON file or object of studio "
                                                              "lighting settings"),
 ) -> None:
-    """Render attribute-controlled partitions, or user meshes (--meshes), with Blender (resumable; farm-shardable)."""
+    """Render attribute-controlled partitions, user meshes (--meshes) or built-in scenes (--scene) with Blender
+    (resumable; farm-shardable)."""
     from render.jobs import JobError, parse_shard, run
     from render.dataset import PartitionError
     from render.meshes import MeshError
-    from render.presets import mesh_job, preset_job
+    from render.presets import mesh_job, preset_job, transparent_job
 
     try:
-        if meshes is not None:
+        if scene is not None:
+            if scene != "transparent":
+                raise JobError(f"--scene {scene!r}: unknown; choose transparent")
+            given = [o for o, v in (("--attribute", attribute), ("--meshes", meshes), ("--jitter", jitter),
+                                    ("--rig", rig), ("--rig-config", rig_config),
+                                    ("--lighting-config", lighting_config)) if v is not None]
+            given += [o for o, v, d in (("--units", units, "auto"), ("--up", up, "+y"), ("--front", front, "+z"))
+                      if v != d]
+            if given:
+                raise JobError(f"{given[0]}: not used with --scene")
+            job = transparent_job(out, 10 if partitions is None else partitions, preset, samples=samples, views=views,
+                                  resolution=resolution, spp=spp, denoise=denoise, seed=seed,
+                                  first_partition=first_partition, scene_config=generator_config,
+                                  textures=textures, name=name)
+        elif meshes is not None:
             given = [o for o, v in (("--attribute", attribute), ("--jitter", jitter), ("--textures", textures),
                                     ("--generator-config", generator_config)) if v is not None]
             if given:
@@ -77,7 +97,7 @@ def render(
                            lighting_config=lighting_config)
         else:
             if attribute is None:
-                raise JobError("--attribute: required (or --meshes DIR to render meshes)")
+                raise JobError("--attribute: required (or --meshes DIR to render meshes, or --scene transparent)")
             mesh_only = [o for o, v in (("--rig", rig), ("--name", name), ("--rig-config", rig_config),
                                         ("--lighting-config", lighting_config)) if v is not None]
             mesh_only += [o for o, v, d in (("--units", units, "auto"), ("--up", up, "+y"), ("--front", front, "+z"))

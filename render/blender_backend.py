@@ -8,12 +8,18 @@ geometric-normal AOV) and returns numpy arrays.
 
 A ``MeshSceneSpec`` (mesh mode, docs/meshes.md) is built the same way: the user's mesh becomes one
 object from trimesh's arrays (never a Blender importer), its texture a generated image, its colours a
-corner colour attribute; samples of a partition share it and change only lights and cameras. Switching
-between procedural and mesh specs starts from an empty scene.
+corner colour attribute; samples of a partition share it and change only lights and cameras. A
+``TransparentSceneSpec`` (docs/transparent.md) becomes the meshes of ``render.transparent.scene_parts``:
+objects keep their meshes while a partition's samples move them, and its transmissive materials are Glass
+or Principled BSDFs (plus a Volume Absorption); its paths may cross ``max_bounces`` glass surfaces.
+Switching between kinds of spec starts from an empty scene.
 
 Blender facts this relies on (bpy 5.0, measured): the Depth pass is
-camera-plane z from the first sample (background 1e10); Object Index likewise; pixels are not readable
-from ``Render Result`` in background mode, hence the EXR round trip; bpy is used from the main thread only.
+camera-plane z from the first sample (background 1e10); Object Index likewise; both, and the normal AOV,
+are those of the first surface a camera ray hits even where it is glass or transmissive plastic (Cycles
+skips only Transparent BSDFs there; tests/test_render_transparent.py checks it against a ray cast); pixels
+are not readable from ``Render Result`` in background mode, hence the EXR round trip; bpy is used from
+the main thread only.
 """
 from __future__ import annotations
 
@@ -30,15 +36,19 @@ import OpenEXR
 
 from . import camera as cam
 from . import meshes
+from . import transparent
 from .files import ViewPixels
 from .geometry import ROOM_UIDS, Mesh, room_meshes, shape_mesh
-from .spec import Light, Material, MeshAsset, MeshSceneSpec, RenderSettings, SceneSpec, Shape
+from .spec import (Light, Material, MeshAsset, MeshSceneSpec, RenderSettings, SceneSpec, Shape, Transmissive,
+                   TransparentSceneSpec)
 
 NORMAL_AOV = "gnormal"
 BACKGROUND_Z = 1e9  # Blender writes 1e10 where a ray leaves the scene
 CLIP = (1e-3, 100.0)  # camera clip range of procedural scenes (scene units)
 COLOR_ATTRIBUTE = "Col"  # a mesh's corner colours
 UV_MAP = "UVMap"
+TRANSPARENT_GLOSSY_BOUNCES = 2  # glass seen in glass
+SHADOW_TRANSMITTANCE = 0.8  # share of direct light a transparent object lets through to what it shadows
 
 
 class BlenderRenderer:
@@ -58,6 +68,7 @@ class BlenderRenderer:
         self._lights: list = []
         self._mesh_asset: MeshAsset | None = None  # the user mesh in the scene (mesh mode)
         self._mesh_data: list = []  # its materials and images, removed with it
+        self._transmissive: dict = {}  # Transmissive -> material (transparent scenes)
         self._setup()
 
     # ------------------------------------------------------------------------------------ setup
@@ -126,6 +137,7 @@ class BlenderRenderer:
         self._room_key, self._room_objects, self._lights = None, [], []
         self._materials, self._material_specs, self._glass = [], [], None
         self._mesh_asset, self._mesh_data = None, []
+        self._transmissive = {}
         self._objects_changed = True
         self._setup()
 
@@ -136,6 +148,9 @@ class BlenderRenderer:
             self.reset()  # procedural <-> mesh: nothing carries over
         if isinstance(spec, MeshSceneSpec):
             self._set_mesh_scene(spec)
+            return
+        if isinstance(spec, TransparentSceneSpec):
+            self._set_transparent_scene(spec)
             return
         prev = self._spec
         if prev is None or prev.texture != spec.texture:
@@ -228,6 +243,50 @@ class BlenderRenderer:
             self._mesh_asset = spec.mesh
             self._objects_changed = True
         if self._spec is None or self._spec.lighting != spec.lighting:
+            self._update_lighting(spec)
+        self._spec = spec
+
+    def _set_transparent_scene(self, spec: TransparentSceneSpec) -> None:
+        """Room, table and objects of ``render.transparent.scene_parts``: meshes are rebuilt only where
+        their key changed, placements are transforms; each sample's lights are new."""
+        if not self._world_output.is_active_output:  # the spec's background, not bpy's default world
+            self._world_output.is_active_output = True
+        cy = bpy.context.scene.cycles
+        # a ray through a hollow glass crosses four surfaces, through two of them eight
+        cy.transmission_bounces = cy.transparent_max_bounces = self.settings.max_bounces
+        cy.glossy_bounces = min(TRANSPARENT_GLOSSY_BOUNCES, self.settings.max_bounces)
+        prev = self._spec
+        if prev is None or prev.materials != spec.materials:
+            for mat in self._materials:
+                bpy.data.materials.remove(mat)
+            self._materials = [_pbr_material(f"mat_{i}", m) for i, m in enumerate(spec.materials)]
+            self._material_specs = list(spec.materials)
+        parts = transparent.scene_parts(spec)
+        wanted = {t for t in (p.transmissive for p in parts) if t is not None}
+        for t in [t for t in self._transmissive if t not in wanted]:
+            bpy.data.materials.remove(self._transmissive.pop(t))
+        for t in wanted:
+            if t not in self._transmissive:
+                self._transmissive[t] = _transmissive_material(f"transmissive_{len(self._transmissive)}", t)
+        uids = {p.uid for p in parts}
+        for uid in [u for u in self._objects if u not in uids]:
+            _remove_object(self._objects.pop(uid))
+            self._mesh_keys.pop(uid)
+            self._objects_changed = True
+        for part in parts:
+            ob = self._objects.get(part.uid)
+            if ob is None or self._mesh_keys[part.uid] != part.key:
+                if ob is not None:
+                    _remove_object(ob)
+                ob = _new_mesh_object(part.name, part.mesh)
+                ob.pass_index = part.uid
+                self._objects[part.uid], self._mesh_keys[part.uid] = ob, part.key
+                self._objects_changed = True
+            ob.location = part.center
+            ob.rotation_euler = part.rotation
+            _assign(ob, self._transmissive[part.transmissive] if part.transmissive is not None
+                    else self._materials[part.material])
+        if prev is None or prev.lighting != spec.lighting:
             self._update_lighting(spec)
         self._spec = spec
 
@@ -549,6 +608,43 @@ def _glass_material(glass):
     bsdf.inputs["IOR"].default_value = glass.ior
     bsdf.inputs["Roughness"].default_value = glass.roughness
     _with_normal_aov(nt, bsdf.outputs["BSDF"])
+    return mat
+
+
+def _transmissive_material(name: str, t: Transmissive):
+    """Glass: a Glass BSDF of colour ``tint``; plastic: a Principled BSDF with transmission. Either with a
+    Volume Absorption of colour ``tint`` and density ``absorption`` inside when that is > 0."""
+    mat = bpy.data.materials.new(name)
+    nt = _node_tree(mat)
+    nt.nodes.clear()
+    if t.kind == "glass":
+        bsdf = nt.nodes.new("ShaderNodeBsdfGlass")
+        bsdf.inputs["Color"].default_value = (*t.tint, 1.0)
+    elif t.kind == "plastic":
+        bsdf = nt.nodes.new("ShaderNodeBsdfPrincipled")
+        bsdf.inputs["Base Color"].default_value = (*t.tint, 1.0)
+        bsdf.inputs["Transmission Weight"].default_value = t.transmission
+    else:
+        raise ValueError(f"unknown transmissive kind {t.kind!r}")
+    bsdf.inputs["IOR"].default_value = t.ior
+    bsdf.inputs["Roughness"].default_value = t.roughness
+    # Caustics are off (noise), so shadow rays would find glass opaque and it would cast black shadows:
+    # shadow rays see a Transparent BSDF of the tint instead. Camera rays see the BSDF alone (the mix
+    # factor is 0 for them), so depth, normals and the mask stay those of the glass surface.
+    path = nt.nodes.new("ShaderNodeLightPath")
+    shadow = nt.nodes.new("ShaderNodeBsdfTransparent")
+    shadow.inputs["Color"].default_value = (*(SHADOW_TRANSMITTANCE * np.asarray(t.tint)), 1.0)
+    mix = nt.nodes.new("ShaderNodeMixShader")
+    nt.links.new(path.outputs["Is Shadow Ray"], _socket(mix.inputs, "Fac"))
+    nt.links.new(bsdf.outputs["BSDF"], mix.inputs[1])
+    nt.links.new(shadow.outputs["BSDF"], mix.inputs[2])
+    _with_normal_aov(nt, mix.outputs["Shader"])
+    if t.absorption > 0:
+        out = next(n for n in nt.nodes if n.bl_idname == "ShaderNodeOutputMaterial")
+        vol = nt.nodes.new("ShaderNodeVolumeAbsorption")
+        vol.inputs["Color"].default_value = (*t.tint, 1.0)
+        vol.inputs["Density"].default_value = t.absorption
+        nt.links.new(vol.outputs["Volume"], out.inputs["Volume"])
     return mat
 
 

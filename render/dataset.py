@@ -6,7 +6,9 @@
     s = p.samples[0]
     s.images [V,H,W,3] uint8, s.depths [V,H,W] float32, s.normals [V,H,W,3] float32,
     s.masks [V,H,W] uint16, s.intrinsics [V,3,3], s.extrinsics [V,3,4] (OpenCV world-to-camera)
-    s.spec: the SceneSpec, or a MeshSceneSpec in a mesh partition (attribute "mesh", docs/meshes.md)
+    s.transparent_masks [V,H,W] bool: the first surface is transparent (docs/transparent.md)
+    s.spec: the SceneSpec, or a MeshSceneSpec in a mesh partition (attribute "mesh", docs/meshes.md), or a
+            TransparentSceneSpec in a transparent-object partition (attribute "transparent")
 
 Arrays are read on first access and cached. Conventions are documented in ``render/files.py``.
 """
@@ -21,7 +23,7 @@ import cv2
 import numpy as np
 
 from .files import PARTITION_FORMAT, sample_name, sha256
-from .spec import MeshSceneSpec, SceneSpec, load_scene
+from .spec import MeshSceneSpec, SceneSpec, TransparentSceneSpec, load_scene, transparent_ids
 
 
 class PartitionError(ValueError):
@@ -57,6 +59,17 @@ class Sample:
         return np.stack([_imread(self._view_file("mask", i, ".png"), cv2.IMREAD_UNCHANGED) for i in range(self.num_views)])
 
     @cached_property
+    def transparent_masks(self) -> np.ndarray:
+        """[V,H,W] bool: the pixel's first surface is a transparent object. Read from ``transparent/VV.png``
+        where the sample has them (transparent scenes); elsewhere derived from the instance masks and the
+        spec (``render.spec.transparent_ids``: a procedural scene's glass shapes and window pane; nothing
+        in a mesh scene)."""
+        if (self.path / "transparent").is_dir():
+            return np.stack([_imread(self._view_file("transparent", i, ".png"), cv2.IMREAD_UNCHANGED)
+                             for i in range(self.num_views)]) > 0
+        return np.isin(self.masks, np.asarray(transparent_ids(self.spec), np.int64))
+
+    @cached_property
     def intrinsics(self) -> np.ndarray:
         return np.array([[[f["fx"], 0, f["cx"]], [0, f["fy"], f["cy"]], [0, 0, 1]] for f in self.cameras])
 
@@ -65,7 +78,7 @@ class Sample:
         return np.array([np.asarray(f["w2c"])[:3] for f in self.cameras])
 
     @cached_property
-    def spec(self) -> SceneSpec | MeshSceneSpec:
+    def spec(self) -> SceneSpec | MeshSceneSpec | TransparentSceneSpec:
         try:
             return load_scene(self.path / "scene.json")
         except (ValueError, KeyError, TypeError) as e:

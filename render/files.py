@@ -10,6 +10,8 @@
             normal/00.npy       float16 [H,W,3] unit geometric normals in the OpenCV camera frame
                                 (x right, y down, z forward); 0 = no surface
             mask/00.png         uint16 instance ids (spec Shape.uid; room parts 1-7); 0 = no surface
+            transparent/00.png  uint8 0/1: the mask's id is a transparent object's (transparent scenes
+                                only: TransparentSceneSpec.transparent_ids; docs/transparent.md)
         contact_sheet.png
         manifest.json           written last: settings + sha256 of every file; its presence = complete
 """
@@ -26,7 +28,7 @@ from common.atomic import atomic_path
 from common.images import encode_png
 
 from . import camera as cam
-from .spec import MeshSceneSpec, SceneSpec
+from .spec import MeshSceneSpec, SceneSpec, TransparentSceneSpec
 
 PARTITION_FORMAT = "attrspace-partition-1"
 MARKER = ".attrspace-render"
@@ -60,12 +62,15 @@ class ViewPixels:
     index: np.ndarray  # [H,W] uint16 instance ids, 0 on background
 
 
-def write_sample(final_dir: Path, spec: SceneSpec | MeshSceneSpec, pixels: list, width: int, height: int) -> None:
+def write_sample(final_dir: Path, spec: SceneSpec | MeshSceneSpec | TransparentSceneSpec, pixels: list, width: int,
+                 height: int) -> None:
     """Write one sample into a temporary sibling folder, then rename it into place: a sample folder
     either is complete or does not exist (if another writer of the same sample finished first, its
-    identical folder stays). ``pixels``: one ``ViewPixels`` per view."""
+    identical folder stays). ``pixels``: one ``ViewPixels`` per view. A transparent scene's samples also
+    get ``transparent/VV.png``: 1 where the instance id is one of ``spec.transparent_ids``."""
+    glass = np.asarray(spec.transparent_ids, np.int64) if isinstance(spec, TransparentSceneSpec) else None
     with atomic_path(final_dir, directory=True) as tmp:
-        for sub in ("rgb", "depth", "normal", "mask"):
+        for sub in ("rgb", "depth", "normal", "mask") + (("transparent",) if glass is not None else ()):
             (tmp / sub).mkdir()
         frames = []
         for i, (view, px) in enumerate(zip(spec.camera.views, pixels, strict=True)):
@@ -76,6 +81,9 @@ def write_sample(final_dir: Path, spec: SceneSpec | MeshSceneSpec, pixels: list,
             n_cam = px.normal_world @ E[:, :3].T  # rotate world normals into the camera frame
             np.save(tmp / "normal" / f"{name}.npy", n_cam.astype(np.float16))
             (tmp / "mask" / f"{name}.png").write_bytes(encode_png(px.index.astype(np.uint16)))
+            if glass is not None:
+                (tmp / "transparent" / f"{name}.png").write_bytes(
+                    encode_png(np.isin(px.index, glass).astype(np.uint8)))
             w2c = np.vstack([E, [0, 0, 0, 1]])
             frames.append({"file_path": f"rgb/{name}.png", "w": width, "h": height,
                            "fx": K[0, 0], "fy": K[1, 1], "cx": K[0, 2], "cy": K[1, 2], "w2c": w2c.tolist()})

@@ -209,3 +209,40 @@ def _mesh(verts, quads, tris=None, ngons=(), smooth=False) -> Mesh:
         sizes.append(np.array([len(ng)]))
     return Mesh(np.asarray(verts, np.float32), np.concatenate(faces).astype(np.int32),
                 np.concatenate(sizes).astype(np.int32), smooth)
+
+
+# ------------------------------------------------------------------------- surfaces of revolution
+def revolve_mesh(segments, n_around: int = 32) -> Mesh:
+    """A surface of revolution about the z axis: each segment is a polyline of (r, z) points, revolved
+    into rings of ``n_around`` vertices (a point with r = 0 becomes one pole vertex and a fan of
+    triangles). Segments are smooth inside and keep their own vertices at their ends, so the joints
+    between them stay sharp creases under smooth shading (the rim of a glass, the edge of its foot).
+    Faces point to the right of the direction of travel in the (r, z) half-plane: a closed profile
+    traversed bottom centre -> outside up -> rim -> inside down -> inner bottom centre points outward."""
+    phi = np.linspace(0.0, 2 * math.pi, n_around, endpoint=False)
+    c, s = np.cos(phi), np.sin(phi)
+    verts, quads, tris = [], [], []
+    offset = 0
+    for seg in segments:
+        seg = np.asarray(seg, float)
+        rings = []  # per point: the vertex indices of its ring (one index for a pole)
+        for r, z in seg:
+            if r <= 0.0:
+                verts.append([[0.0, 0.0, z]])
+                rings.append(np.array([offset]))
+                offset += 1
+            else:
+                verts.append(np.stack([r * c, r * s, np.full(n_around, z)], -1))
+                rings.append(offset + np.arange(n_around))
+                offset += n_around
+        for a, b in zip(rings[:-1], rings[1:]):
+            j = np.arange(n_around)
+            if len(a) > 1 and len(b) > 1:  # quad (a_j, a_j+1, b_j+1, b_j): normal ~ d/dphi x d/ds
+                quads.append(np.stack([a[j], a[(j + 1) % n_around], b[(j + 1) % n_around], b[j]], -1))
+            elif len(a) == 1 and len(b) > 1:
+                tris.append(np.stack([np.full(n_around, a[0]), b[(j + 1) % n_around], b[j]], -1))
+            elif len(a) > 1 and len(b) == 1:
+                tris.append(np.stack([a[j], a[(j + 1) % n_around], np.full(n_around, b[0])], -1))
+    quads = np.concatenate(quads) if quads else np.zeros((0, 4), int)
+    tris = np.concatenate(tris) if tris else None
+    return _mesh(np.concatenate(verts), quads, tris, smooth=True)

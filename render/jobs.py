@@ -7,9 +7,10 @@ loaded. A sample is written under a temporary name and renamed when complete, so
 at most the samples it was rendering; a rerun skips complete samples. Whichever task finds all of a
 partition's samples complete writes its contact sheet and, last, its manifest.
 
-Two kinds of job share this machinery: ``RenderJob`` (procedural attribute partitions) and ``MeshJob``
-(user meshes, one partition per mesh file: docs/meshes.md). Both say what their partitions are
-(``header``), what each sample is (``spec``) and what to check before anything is written (``check``).
+Three kinds of job share this machinery: ``RenderJob`` (procedural attribute partitions), ``MeshJob``
+(user meshes, one partition per mesh file: docs/meshes.md) and ``TransparentJob`` (built-in tabletop
+scenes of transparent objects: docs/transparent.md). Each says what its partitions are (``header``), what
+each sample is (``spec``) and what to check before anything is written (``check``).
 """
 from __future__ import annotations
 
@@ -30,7 +31,11 @@ from common import atomic
 from . import files, meshes, rigs
 from .dataset import PartitionError, Sample, read_manifest
 from .generator import GeneratorConfig, sample_spec
-from .spec import GENERATOR_VERSION, MESH_GENERATOR_VERSION, RENDER_ATTRIBUTES, RenderSettings
+from .generator import transparent as transparent_generator
+from .spec import (GENERATOR_VERSION, MESH_GENERATOR_VERSION, RENDER_ATTRIBUTES, TRANSPARENT_GENERATOR_VERSION,
+                   RenderSettings)
+
+TRANSPARENT_MAX_BOUNCES = 12  # render.max_bounces of transparent jobs: hollow glasses behind glasses
 
 
 class JobError(ValueError):
@@ -191,6 +196,52 @@ class MeshJob(_Partitions):
         return header
 
 
+@dataclass(frozen=True)
+class TransparentJob(_Partitions):
+    """Built-in tabletop scenes of transparent objects (docs/transparent.md): partition p is one set-up
+    (room, table, objects, materials) drawn from (seed, p); each of its ``samples`` samples redraws the
+    arrangement on the table, the hand-held camera trajectory of ``views`` views and the lighting.
+    Output: ``OUT/<name>/pNNN`` (default ``transparent``)."""
+    partitions: int
+    samples: int
+    views: int
+    out: Path
+    settings: RenderSettings = RenderSettings(max_bounces=TRANSPARENT_MAX_BOUNCES)
+    seed: int = 0
+    config: transparent_generator.TransparentConfig = transparent_generator.TransparentConfig()
+    first_partition: int = 0
+    name: str = "transparent"
+    attribute: ClassVar[str] = "transparent"  # the manifest's "attribute" of every transparent partition
+
+    @property
+    def folder(self) -> str:
+        return self.name
+
+    def check(self) -> None:
+        if not self.name or self.name.startswith(".") or "/" in self.name or "\\" in self.name:
+            raise JobError(f"--name {self.name!r}: must be a plain folder name")
+        if self.seed < 0:
+            raise JobError(f"--seed {self.seed}: must be >= 0 with --scene transparent")
+        texture_dir = self.config.texture.texture_dir
+        if texture_dir and not Path(texture_dir).is_dir():
+            raise JobError(f"--textures {texture_dir}: not a folder")
+
+    def spec(self, p: int, s: int):
+        return transparent_generator.sample_transparent_spec(p, s, self.seed, self.views, self.config)
+
+    def sheet_title(self, p: int) -> str:
+        return f"{self.name} {files.partition_name(p)}"
+
+    def header(self, p: int) -> dict:
+        render = dataclasses.asdict(self.settings)
+        render.pop("threads")
+        header = {"format": files.PARTITION_FORMAT, "attribute": self.attribute, "partition": p, "seed": self.seed,
+                  "generator": TRANSPARENT_GENERATOR_VERSION, "name": self.name,
+                  "scene_config": self.config.to_dict(), "samples": self.samples, "views": self.views,
+                  "render": render}
+        return json.loads(json.dumps(header))
+
+
 @dataclass
 class JobStats:
     rendered: int = 0
@@ -229,7 +280,7 @@ def shard_items(items: list, shard: tuple[int, int]) -> list:
 
 
 # ---------------------------------------------------------------------------------- validation
-def validate(job: RenderJob | MeshJob, workers: int, shard: tuple[int, int] = (0, 1)) -> None:
+def validate(job: RenderJob | MeshJob | TransparentJob, workers: int, shard: tuple[int, int] = (0, 1)) -> None:
     """Check everything before anything is written: the job's own options, the shared ones, the output
     folder and the folders of the partitions ``job.checked_partitions(shard)`` names (for a mesh job
     that loads those meshes: a file that cannot be used stops the job here)."""
@@ -305,7 +356,7 @@ def _first_difference(found, expected, prefix=""):
 
 
 # -------------------------------------------------------------------------------------- running
-def run(job: RenderJob | MeshJob, shard: tuple[int, int] = (0, 1), workers: int = 1, progress=None,
+def run(job: RenderJob | MeshJob | TransparentJob, shard: tuple[int, int] = (0, 1), workers: int = 1, progress=None,
         threads: int | None = None, renderer=None) -> JobStats:
     """Render this shard's items with ``workers`` processes (1 = in this process), then finalize
     every partition of the job that is complete. ``progress(n)`` is called per finished sample.

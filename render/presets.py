@@ -1,7 +1,8 @@
 """Render presets (``assets/render_presets.json``): named job settings, and the job a preset and a few
 explicit options describe. The CLI's ``render``, ``pretrain`` and every later command that renders
 its own data build their jobs here, so a preset means the same thing everywhere. ``mesh_job`` is the
-same for the mesh mode (docs/meshes.md): the preset gives samples, views, resolution, spp and denoising."""
+same for the mesh mode (docs/meshes.md) and ``transparent_job`` for the transparent-object scenes
+(docs/transparent.md): the preset gives samples, views, resolution, spp and denoising."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,8 @@ from pathlib import Path
 
 from . import meshes, rigs
 from .generator import GeneratorConfig, load_generator_config
-from .jobs import JobError, MeshJob, RenderJob
+from .generator.transparent import TransparentConfig, load_transparent_config
+from .jobs import TRANSPARENT_MAX_BOUNCES, JobError, MeshJob, RenderJob, TransparentJob
 from .spec import RenderSettings, describe, from_plain
 
 PRESETS_FILE = Path(__file__).resolve().parents[1] / "assets" / "render_presets.json"
@@ -79,6 +81,38 @@ def mesh_job(source: Path, rig: str, out: Path, preset: str = "default", *, samp
                    settings=RenderSettings(width=size, height=size, spp=pick(spp, "spp"),
                                            denoise=pick(denoise, "denoise")),
                    seed=seed, first_partition=first_partition, units=units, up=up, front=front, lighting=lighting)
+
+
+def transparent_job(out: Path, partitions: int = 10, preset: str = "default", *, samples: int | None = None,
+                    views: int | None = None, resolution: int | None = None, spp: int | None = None,
+                    denoise: bool | None = None, seed: int = 0, first_partition: int = 0,
+                    scene_config: str | Path | None = None, textures: Path | None = None,
+                    name: str | None = None) -> TransparentJob:
+    """The transparent-scene job of ``preset`` (docs/transparent.md) with explicit options overriding it:
+    ``partitions`` partitions from ``first_partition`` into ``out/<name>`` (default ``transparent``).
+    ``scene_config`` is a JSON file, or a JSON object as text, of ``TransparentConfig`` settings to change
+    (``preview`` starts from ``TransparentConfig.light()``); ``textures`` applies on top (images mixed into
+    the room, table and clutter materials)."""
+    presets = load_presets()
+    if preset not in presets:
+        raise JobError(f"--preset {preset!r}: unknown; choose one of {', '.join(presets)}")
+    pre = presets[preset]
+    pick = lambda given, key: pre[key] if given is None else given  # noqa: E731
+    config = TransparentConfig.light() if pre["generator"] == "light" else TransparentConfig()
+    if scene_config is not None:
+        try:
+            config = load_transparent_config(scene_config, base=config)
+        except ValueError as e:  # names the file (if it is one) and the key
+            raise JobError(f"--generator-config {e}") from None
+    if textures is not None:
+        config = config.override({"texture": {"texture_dir": str(textures)}})
+    size = pick(resolution, "resolution")
+    return TransparentJob(partitions=partitions, samples=pick(samples, "samples"), views=pick(views, "views"),
+                          out=Path(out), seed=seed, config=config, first_partition=first_partition,
+                          name=name or "transparent",
+                          settings=RenderSettings(width=size, height=size, spp=pick(spp, "spp"),
+                                                  denoise=pick(denoise, "denoise"),
+                                                  max_bounces=TRANSPARENT_MAX_BOUNCES))
 
 
 def _settings(option: str, text: str | None, build):

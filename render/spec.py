@@ -257,11 +257,130 @@ class MeshSceneSpec(_JsonSpec):
     generator: str = MESH_GENERATOR_VERSION
 
 
-def load_scene(path: str | Path) -> "SceneSpec | MeshSceneSpec":
-    """A sample's ``scene.json``: a procedural ``SceneSpec`` or a ``MeshSceneSpec`` (it has ``mesh``)."""
+# ------------------------------------------------------------------------------- transparent scenes
+TRANSPARENT_GENERATOR_VERSION = "attrspace-transparent-1"
+TABLE_UID = 8  # the instance id of the table in the mask (room parts are 1-6, objects >= 100)
+TRANSMISSIVE_KINDS = ("glass", "plastic")
+TABLE_OBJECT_KINDS = ("bottle", "glass", "bowl", "vase", "jar", "sphere", "cylinder", "box")
+
+
+@dataclass(frozen=True)
+class Transmissive:
+    """A see-through material. ``glass``: Cycles' Glass BSDF (refraction and reflection by Fresnel) of
+    colour ``tint``; ``plastic``: a Principled BSDF with base colour ``tint`` and transmission weight
+    ``transmission`` (below 1 it is partly diffuse, like frosted or milky plastic). ``roughness`` blurs
+    refraction and reflection; ``absorption`` (1/m) adds a Volume Absorption of colour ``tint`` inside
+    the object, so thicker glass is more deeply tinted (Beer-Lambert); 0 = none."""
+    kind: str  # glass | plastic
+    ior: float
+    roughness: float
+    tint: Vec3
+    transmission: float = 1.0
+    absorption: float = 0.0
+
+
+@dataclass(frozen=True)
+class TableObject:
+    """One object on the table. ``kind``: a vessel (bottle | glass | bowl | vase | jar: a surface of
+    revolution about the local z axis, ``profile`` its outer radius (r, z) from the bottom, z = 0, up to
+    the rim, ``wall`` its wall thickness and ``bottom`` the thickness of its floor; open at the top) or
+    a solid (sphere | cylinder | box, ``size`` its full extents). The mesh is built centred on its local
+    bounding box (``size``: full extents, metres) and placed by ``center`` (world) and the XYZ Euler
+    ``rotation``. Transparent objects carry ``transmissive``; the others take ``materials[material]``
+    of the scene (``heightfield`` displaces opaque solids as in procedural scenes). ``uid`` >= 100 is the
+    instance id written to the mask; it is stable across the samples of a partition."""
+    uid: int
+    kind: str
+    center: Vec3
+    size: Vec3
+    rotation: Vec3 = (0.0, 0.0, 0.0)
+    profile: tuple[tuple[float, float], ...] = ()
+    wall: float = 0.0
+    bottom: float = 0.0
+    material: int = 0
+    transmissive: Transmissive | None = None
+    heightfield: Heightfield | None = None
+
+    @property
+    def transparent(self) -> bool:
+        return self.transmissive is not None
+
+    def mesh_key(self) -> tuple:
+        """What the mesh itself depends on (a change here needs a rebuild, not a transform update)."""
+        return (self.kind, self.size, self.profile, self.wall, self.bottom, self.heightfield)
+
+
+@dataclass(frozen=True)
+class Table:
+    """``slab``: a top of ``size`` (x, y, thickness) on four square legs of side ``leg`` (inset by
+    ``leg``); ``box``: one solid block from the floor to the top. Axis-aligned, centred at ``center``
+    (x, y); its top surface is at height ``height`` above the floor (z = 0)."""
+    kind: str  # slab | box
+    center: tuple[float, float]
+    size: Vec3
+    height: float
+    leg: float
+    material: int
+
+    @property
+    def top(self) -> float:
+        return self.height
+
+
+@dataclass(frozen=True)
+class Room:
+    """An axis-aligned room of ``size`` (x, y, z) metres around the vertical axis, floor at z = 0;
+    without a ceiling (``ceiling`` False) the world background is seen and lights the room from above.
+    ``floor``, ``walls``, ``ceiling_material``: indices into the scene's materials."""
+    size: Vec3
+    ceiling: bool
+    floor: int
+    walls: int
+    ceiling_material: int
+
+
+@dataclass(frozen=True)
+class TransparentSceneSpec(_JsonSpec):
+    """One sample of a transparent-object partition (docs/transparent.md): a table in a room, opaque
+    clutter and transparent objects on it, lights and the views of one hand-held trajectory. World:
+    metres, Z up, floor at z = 0. ``transparent_ids`` are the uids of the transparent objects (the mask
+    ids whose pixels the ``transparent/`` masks mark); it must list exactly those."""
+    room: Room
+    table: Table
+    objects: tuple[TableObject, ...]
+    materials: tuple[Material, ...]
+    lighting: LightingSpec
+    camera: CameraSpec
+    transparent_ids: tuple[int, ...]
+    generator: str = TRANSPARENT_GENERATOR_VERSION
+
+    def __post_init__(self) -> None:
+        want = tuple(sorted(o.uid for o in self.objects if o.transparent))
+        if tuple(self.transparent_ids) != want:
+            raise ValueError(f"transparent_ids: {list(self.transparent_ids)} are not the transparent objects' "
+                             f"uids {list(want)}")
+
+
+def transparent_ids(spec) -> tuple[int, ...]:
+    """The mask ids of see-through surfaces in a scene: a transparent scene's ``transparent_ids``; in a
+    procedural scene the glass shapes and the window pane (id 7); none in a mesh scene."""
+    if isinstance(spec, TransparentSceneSpec):
+        return tuple(spec.transparent_ids)
+    if isinstance(spec, SceneSpec):
+        ids = sorted(sh.uid for sh in spec.geometry.shapes if sh.glass)
+        window = spec.geometry.window
+        return tuple(([7] if window is not None and window.glass else []) + ids)
+    return ()
+
+
+def load_scene(path: str | Path) -> "SceneSpec | MeshSceneSpec | TransparentSceneSpec":
+    """A sample's ``scene.json``: a procedural ``SceneSpec``, a ``MeshSceneSpec`` (it has ``mesh``) or a
+    ``TransparentSceneSpec`` (it has ``table``)."""
     data = json.loads(Path(path).read_text())
     if isinstance(data, dict) and "mesh" in data:
         return MeshSceneSpec.from_dict(data)
+    if isinstance(data, dict) and "table" in data:
+        return TransparentSceneSpec.from_dict(data)
     return SceneSpec.from_dict(data)
 
 

@@ -37,6 +37,14 @@ P / (4 pi d²), an area light as a point emitter P cos / (pi d²), measured to m
 specular lobe's share), without shadows, glossy reflection or bounces; the world background adds itself as
 ambient light and fills the pixels that miss the mesh.
 
+Transparent-object scenes (docs/transparent.md): ``write_transparent_partitions`` runs the real
+``render.jobs.TransparentJob`` the same way. Every surface is ``render.transparent.scene_parts``' (room,
+table, clutter, the vessels with their walls), placed as the backend places them; glass and clear plastic
+are opaque as above (first hit, coloured with their tint, which is what Blender writes to depth, normals
+and mask), so the instance and transparent masks are exact at pixel centres; the rest is coloured as
+procedural scenes are (material ``color_a``, one fixed light direction), rays that leave a room without a
+ceiling see the world colour.
+
 Deterministic: the ray cast is ``trimesh.ray.ray_triangle.RayMeshIntersector`` (pure numpy + rtree, never
 embree), so the same call writes byte-identical files. No ``bpy`` is imported, directly or indirectly.
 """
@@ -62,9 +70,10 @@ from render import meshes  # noqa: E402
 from render.files import ViewPixels  # noqa: E402
 from render.generator import GeneratorConfig, euler_matrix  # noqa: E402
 from render.geometry import ROOM_UIDS, room_meshes, shape_mesh  # noqa: E402
-from render.jobs import MeshJob, RenderJob, run  # noqa: E402
-from render.presets import mesh_job  # noqa: E402
-from render.spec import MeshAsset, MeshSceneSpec, RenderSettings, SceneSpec  # noqa: E402
+from render import transparent  # noqa: E402
+from render.jobs import MeshJob, RenderJob, TransparentJob, run  # noqa: E402
+from render.presets import mesh_job, transparent_job  # noqa: E402
+from render.spec import MeshAsset, MeshSceneSpec, RenderSettings, SceneSpec, TransparentSceneSpec  # noqa: E402
 
 LIGHT_DIR = np.array([0.3, -0.5, 0.8]) / np.linalg.norm([0.3, -0.5, 0.8])  # world, towards the light
 AMBIENT = 0.3
@@ -91,7 +100,8 @@ class RaycastRenderer:
 
     def render(self, spec: SceneSpec | MeshSceneSpec) -> list[ViewPixels]:
         started = time.perf_counter()
-        draw = render_mesh_spec if isinstance(spec, MeshSceneSpec) else render_spec
+        draw = (render_mesh_spec if isinstance(spec, MeshSceneSpec) else
+                render_transparent_spec if isinstance(spec, TransparentSceneSpec) else render_spec)
         pixels = draw(spec, self.settings.width, self.settings.height)
         self.render_seconds += time.perf_counter() - started
         return pixels
@@ -171,7 +181,11 @@ def _part(uid: int, albedo: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
 # ------------------------------------------------------------------------------------ pixels
 def render_spec(spec: SceneSpec, width: int, height: int) -> list[ViewPixels]:
     """One ``ViewPixels`` per view of the spec, by ray casting every pixel centre."""
-    parts = scene_parts(spec)
+    return _cast(scene_parts(spec), spec, width, height)
+
+
+def _cast(parts: list[_Part], spec, width: int, height: int) -> list[ViewPixels]:
+    """Pixels of ``spec``'s views of ``parts`` (first hits), lit as the module docstring says."""
     origins, dirs = [], []
     for view in spec.camera.views:
         o, d = _pixel_rays(view, width, height)
@@ -253,6 +267,36 @@ def _hits_box(origins: np.ndarray, dirs: np.ndarray, bounds: np.ndarray, pad: fl
     near = np.minimum(t0, t1).max(axis=1)
     far = np.maximum(t0, t1).min(axis=1)
     return (far >= np.maximum(near, 0.0))
+
+
+def transparent_scene_parts(spec: TransparentSceneSpec) -> list[_Part]:
+    """Every surface of a transparent scene, as ``render.transparent.scene_parts`` gives it to Blender."""
+    parts = []
+    for part in transparent.scene_parts(spec):
+        albedo = (np.asarray(part.transmissive.tint, float) if part.transmissive is not None
+                  else np.asarray(spec.materials[part.material].color_a, float))
+        parts.append(_part(part.uid, albedo, part.world_vertices(), part.mesh.triangles(), part.mesh.smooth))
+    return parts
+
+
+def render_transparent_spec(spec: TransparentSceneSpec, width: int, height: int) -> list[ViewPixels]:
+    """One ``ViewPixels`` per view of a transparent scene (glass opaque: its first surface)."""
+    return _cast(transparent_scene_parts(spec), spec, width, height)
+
+
+def write_transparent_partitions(out: Path, partitions: int = 1, samples: int = 2, views: int = 3,
+                                 hw: tuple[int, int] = (42, 56), seed: int = 0, first_partition: int = 0,
+                                 **options) -> TransparentJob:
+    """Transparent-object partitions under ``out/transparent/`` (``out/<name>``), as ``attrspace render
+    --scene transparent --preset preview`` writes them (``TransparentConfig.light()``), at ``hw`` =
+    (height, width); returns the job. ``options`` are ``render.presets.transparent_job``'s (scene_config,
+    name, textures, ...)."""
+    height, width = hw
+    job = transparent_job(Path(out), partitions, "preview", samples=samples, views=views, seed=seed,
+                          first_partition=first_partition, **options)
+    job = dataclasses.replace(job, settings=dataclasses.replace(job.settings, width=width, height=height, spp=2))
+    run(job, workers=1, renderer=RaycastRenderer)
+    return job
 
 
 def _light_tint(spec: SceneSpec) -> np.ndarray:

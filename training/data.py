@@ -12,6 +12,7 @@
     batch["point_masks"]   [B,S,H,W]   bool, depth > 1e-8
     batch["normals"]       [B,S,H,W,3] unit normals in each camera's frame (0 = no surface)   } with
     batch["instance_masks"] [B,S,H,W]  int32 instance ids (docs/format.md)                    } extras=True
+    batch["transparent_masks"] [B,S,H,W] bool, the first surface is transparent    (transparent_masks=True)
     batch["ids"]           [B,S]       the view indices picked from the sample
     batch["seq_name"]      list of "attribute/pXXX/sXXXX"
 
@@ -53,11 +54,14 @@ class SynthSequences(Dataset):
     brightness, contrast and saturation factors drawn from ``[1 - j, 1 + j]``. ``normalize`` applies
     :func:`normalize_sequence` (camera-0 frame, unit mean point distance), as official training does.
     ``extras`` adds the rendered normals and instance masks (the losses need neither; reading them
-    costs about a third of the loading time).
+    costs about a third of the loading time). ``transparent_masks`` adds where the first surface is a
+    transparent object (``render.dataset.Sample.transparent_masks``: transparent-scene partitions write
+    them, docs/transparent.md; other partitions' glass is derived from their specs).
     """
 
     def __init__(self, partitions: Sequence[str | Path], num_frames: int, resolution: int | tuple[int, int] | None = None,
-                 seed: int = 0, color_jitter: float = 0.0, normalize: bool = True, extras: bool = False):
+                 seed: int = 0, color_jitter: float = 0.0, normalize: bool = True, extras: bool = False,
+                 transparent_masks: bool = False):
         if not partitions:
             raise ValueError("no partitions given (find_partitions found none?)")
         if num_frames < 1:
@@ -69,6 +73,7 @@ class SynthSequences(Dataset):
             _check_patch_multiple(resolution, "resolution")
         self.num_frames, self.resolution, self.seed = num_frames, resolution, seed
         self.color_jitter, self.normalize, self.extras = color_jitter, normalize, extras
+        self.transparent_masks = transparent_masks
         self.sample_dirs: list[Path] = []
         self.seq_names: list[str] = []
         for folder in partitions:
@@ -92,6 +97,8 @@ class SynthSequences(Dataset):
         images, depths = sample.images[ids], sample.depths[ids]
         extras = {"normals": sample.normals[ids], "instance_masks": sample.masks[ids].astype(np.int32)} \
             if self.extras else {}
+        if self.transparent_masks:  # uint8 through the resize (cv2 has no bool images)
+            extras["transparent_masks"] = sample.transparent_masks[ids].astype(np.uint8)
         intrinsics, extrinsics = sample.intrinsics[ids].astype(np.float64), sample.extrinsics[ids].astype(np.float64)
         if self.resolution is not None and self.resolution != depths.shape[1:]:
             images, depths, intrinsics, extras = _resize_views(images, depths, intrinsics, self.resolution, extras)
@@ -109,7 +116,7 @@ class SynthSequences(Dataset):
         return {"images": torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))),
                 **seq,
                 "intrinsics": torch.from_numpy(intrinsics).float(),
-                **{k: torch.from_numpy(v) for k, v in extras.items()},
+                **{k: torch.from_numpy(v.astype(bool) if k == "transparent_masks" else v) for k, v in extras.items()},
                 "ids": torch.from_numpy(ids).long(),
                 "seq_name": self.seq_names[index]}
 
