@@ -200,7 +200,8 @@ def predict(
 
 @app.command()
 def finetune(
-    task: str = typer.Argument("face", help="face (micro-baseline 3D face anti-spoofing)"),
+    task: str = typer.Argument("face", help="face (micro-baseline 3D face anti-spoofing) | transparent "
+                                            "(transparent objects: built-in glass scenes or ClearPose via --data)"),
     method: str = typer.Option("ours", help="ours | psv | random | lora | pissa | adalora | eva | corda | full"),
     compare: bool = typer.Option(False, "--compare", help="every method at the same budget, the paper-style table"),
     basis: Path = typer.Option(Path("mined/basis.safetensors"), help="the mined basis (python cli.py mine)"),
@@ -211,7 +212,8 @@ def finetune(
     seeds: int = typer.Option(1, help="seeds per method (mean ± std)"),
     heads: str = typer.Option("frozen", help="frozen | train: the depth head, the same for every method"),
     data: Optional[Path] = typer.Option(None, help="your data: DIR/{train,val,test}/ of partitions or RGB-D "
-                                                   "sequences (docs/rgbd.md); default: built-in"),
+                                                   "sequences (docs/rgbd.md), or for transparent the ClearPose "
+                                                   "dataset folder (docs/clearpose.md); default: built-in"),
     checkpoint: Path = typer.Option(Path("assets/vggt_small.safetensors"), help="base model weights"),
     preset: Optional[str] = typer.Option(None, help="model preset for checkpoints without a stored config "
                                                     "(official weights: vggt-1b)"),
@@ -252,8 +254,9 @@ def finetune(
         base = no_finetune(cfg, data_)
         res = run_method(cfg, data_, method, say=typer.echo)
         from finetune.report import markdown, table_rows
-        typer.echo(markdown(table_rows(base, [res]), [f"{method}: lr {res['lr']:g} (grid on validation: "
-                                                      f"{[t['lr'] for t in res['grid']]}), {steps} steps"]))
+        typer.echo(markdown(table_rows(base, [res], task), [f"{method}: lr {res['lr']:g} (grid on validation: "
+                                                            f"{[t['lr'] for t in res['grid']]}), {steps} steps"],
+                            task))
 
 
 @contextmanager

@@ -29,7 +29,8 @@ class TaskData:
     info: dict[Path, dict] = field(default_factory=dict)   # folder -> {"label", "kind", "identity", ...}
     settings: dict = field(default_factory=dict)
     units_to_mm: float = 1000.0                 # scene units are metres
-    kind: str = "partitions"                    # or "rgbd"
+    kind: str = "partitions"                    # or "rgbd", "clearpose" (scene folders)
+    evaluation: str = "face"                    # finetune.evaluate.EVALUATIONS: which per-sequence metrics
 
     def dataset(self, split: str, frames: int, resolution: int | None, seed: int = 0, normalize: bool = True,
                 extras: bool = False) -> Dataset:
@@ -40,14 +41,23 @@ class TaskData:
             from .rgbd import RGBDSequences
             return RGBDSequences(folders[0].parent, num_frames=frames, resolution=resolution, seed=seed,
                                  normalize=normalize)
+        if self.kind == "clearpose":
+            from .tasks.clearpose import DEFAULT_STRIDE, ClearPoseError, ClearPoseSequences
+            try:
+                return ClearPoseSequences(folders, num_frames=frames, resolution=resolution, seed=seed,
+                                          normalize=normalize, stride=self.settings.get("stride", DEFAULT_STRIDE))
+            except ClearPoseError as e:
+                raise TaskDataError(str(e)) from None
         from training import SynthSequences
         return SynthSequences(folders, num_frames=frames, resolution=resolution, seed=seed, normalize=normalize,
-                              extras=extras)
+                              extras=extras, transparent_masks=self.evaluation == "transparent")
 
     def sequence_info(self, split: str, dataset: Dataset) -> list[dict]:
         """Per sequence of ``dataset`` (made by :meth:`dataset`), the facts of its partition or capture."""
         if self.kind == "rgbd":
             return [{"label": int(label), "kind": "rgbd", "identity": None} for label in dataset.labels]
+        if self.kind == "clearpose":  # an item's folder is its scene
+            return [self.info.get(Path(d), {"label": -1}) for d in dataset.sample_dirs]
         return [self.info.get(Path(d).parent, {"label": -1}) for d in dataset.sample_dirs]
 
     def labels(self, split: str, dataset: Dataset) -> list[int]:

@@ -18,6 +18,11 @@ then
 
 A split's result: the mean of every per-sequence number and, with labels, the AUC of the relief score and
 APCER / BPCER / ACER at a threshold chosen on another split (validation) at its equal error rate.
+
+The transparent-object task (``transparent_sequence_metrics``) scales each view's depth by its median over
+all valid pixels, as above, then reports AbsRel and δ<1.25 on all pixels and on the transparent pixels
+alone (``*_tr``: where the first surface is glass or clear plastic), and Accuracy / Completeness / Normal
+Consistency of the transparent objects' points (the transparent pixels of every view, fused).
 """
 from __future__ import annotations
 
@@ -80,10 +85,50 @@ def sequence_metrics(pred_depth: np.ndarray, seq: dict, units_to_mm: float, max_
             "relief": relief, "relief_gt": relief_gt}
 
 
+TRANSPARENT_KEYS = ("abs_rel", "delta1", "abs_rel_tr", "delta1_tr", "acc_mean", "acc_median", "comp_mean",
+                    "comp_median", "nc_mean", "transparent_share")
+
+
+def transparent_sequence_metrics(pred_depth: np.ndarray, seq: dict, units_to_mm: float, max_dist_mm: float) -> dict:
+    """The transparent task's per-sequence numbers (module doc) from the predicted depth [S,H,W] and an
+    un-normalised sequence with ``transparent_masks`` [S,H,W]."""
+    gt = seq["depths"].numpy().astype(np.float64)
+    valid = seq["point_masks"].numpy()
+    glass = seq["transparent_masks"].numpy().astype(bool) & valid
+    K, E = seq["intrinsics"].numpy().astype(np.float64), seq["extrinsics"].numpy().astype(np.float64)
+    scaled = [_scaled(pred_depth[v].astype(np.float64), gt[v], valid[v]) for v in range(len(gt))]
+    every = [depth_metrics(scaled[v], gt[v], valid[v], align="none") for v in range(len(gt))]
+    tr = [depth_metrics(scaled[v], gt[v], glass[v], align="none") for v in range(len(gt)) if glass[v].any()]
+    thin = np.zeros(valid.shape[1:], bool)
+    thin[::STRIDE, ::STRIDE] = True
+    pred_pts, gt_pts, pred_n, gt_n = [], [], [], []
+    for v in range(len(gt)):
+        keep = glass[v] & thin
+        pred_pts.append(unproject(scaled[v], K[v], E[v], keep) * units_to_mm)
+        gt_pts.append(unproject(gt[v], K[v], E[v], keep) * units_to_mm)
+        pred_n.append(world_normals(depth_normals(np.where(valid[v], scaled[v], 0), K[v]), E[v])[keep])
+        gt_n.append(world_normals(depth_normals(np.where(valid[v], gt[v], 0), K[v]), E[v])[keep])
+    if sum(len(p) for p in gt_pts):
+        points = point_metrics(np.concatenate(pred_pts), np.concatenate(gt_pts), np.concatenate(pred_n),
+                               np.concatenate(gt_n), max_dist=max_dist_mm)
+    else:  # no transparent object in view
+        points = dict.fromkeys(("acc_mean", "acc_median", "comp_mean", "comp_median", "nc_mean"), math.nan)
+    mean = lambda rows, k: float(np.nanmean([r[k] for r in rows])) if rows else math.nan  # noqa: E731
+    return {"abs_rel": mean(every, "abs_rel"), "delta1": mean(every, "delta1"),
+            "abs_rel_tr": mean(tr, "abs_rel"), "delta1_tr": mean(tr, "delta1"),
+            **{k: points[k] for k in ("acc_mean", "acc_median", "comp_mean", "comp_median", "nc_mean")},
+            "transparent_share": float(glass.sum() / max(valid.sum(), 1))}
+
+
+# evaluation name (TaskData.evaluation) -> (per-sequence metrics, the keys a split summary averages)
+EVALUATIONS = {"face": (sequence_metrics, SEQUENCE_KEYS), "transparent": (transparent_sequence_metrics, TRANSPARENT_KEYS)}
+
+
 @torch.no_grad()
 def predict_split(model, dataset, device, units_to_mm: float, max_dist_mm: float, autocast: dict | None = None,
-                  progress=None) -> list[dict]:
+                  progress=None, evaluation: str = "face") -> list[dict]:
     """Per-sequence metrics of ``model`` over ``dataset`` (un-normalised ground truth)."""
+    metrics, _ = EVALUATIONS[evaluation]
     model.eval().to(device)
     rows = []
     autocast = autocast or {"device_type": torch.device(device).type, "enabled": False}
@@ -92,28 +137,32 @@ def predict_split(model, dataset, device, units_to_mm: float, max_dist_mm: float
         with torch.autocast(**autocast):
             out = model(seq["images"][None].to(device))
         depth = out["depth"][0, ..., 0].float().cpu().numpy()
-        rows.append(sequence_metrics(depth, seq, units_to_mm, max_dist_mm) | {"sequence": seq["seq_name"]})
+        rows.append(metrics(depth, seq, units_to_mm, max_dist_mm) | {"sequence": seq["seq_name"]})
         if progress:
             progress(1)
     return rows
 
 
-def constant_depth_rows(dataset, units_to_mm: float, max_dist_mm: float) -> list[dict]:
+def constant_depth_rows(dataset, units_to_mm: float, max_dist_mm: float, evaluation: str = "face") -> list[dict]:
     """The same metrics for a constant depth map (after median scaling: each view's median depth): the
     floor any model must beat."""
+    metrics, _ = EVALUATIONS[evaluation]
     rows = []
     for i in range(len(dataset)):
         seq = dataset[i]
-        rows.append(sequence_metrics(np.ones(seq["depths"].shape), seq, units_to_mm, max_dist_mm)
+        rows.append(metrics(np.ones(seq["depths"].shape), seq, units_to_mm, max_dist_mm)
                     | {"sequence": seq["seq_name"]})
     return rows
 
 
-def summarize(rows: list[dict], labels: list[int], threshold: float | None = None) -> dict:
+def summarize(rows: list[dict], labels: list[int], threshold: float | None = None, evaluation: str = "face") -> dict:
     """Means over sequences and, for labelled sequences, AUC and ACER of the relief score (ACER at
     ``threshold``, chosen elsewhere; without one, at this split's own EER threshold, marked as such)."""
-    out = {k: float(np.nanmean([r[k] for r in rows])) if rows else math.nan for k in SEQUENCE_KEYS}
+    _, keys = EVALUATIONS[evaluation]
+    out = {k: float(np.nanmean([r[k] for r in rows])) if rows else math.nan for k in keys}
     out["sequences"] = len(rows)
+    if "relief" not in keys:
+        return out
     known = [(r["relief"], r["relief_gt"], lab) for r, lab in zip(rows, labels) if lab in (0, 1)]
     known = [k for k in known if math.isfinite(k[0])]
     if known and len({k[2] for k in known}) == 2:
@@ -128,11 +177,13 @@ def summarize(rows: list[dict], labels: list[int], threshold: float | None = Non
 
 
 def eer_threshold(rows: list[dict], labels: list[int]) -> float | None:
-    known = [(r["relief"], lab) for r, lab in zip(rows, labels) if lab in (0, 1) and math.isfinite(r["relief"])]
+    known = [(r["relief"], lab) for r, lab in zip(rows, labels)
+             if lab in (0, 1) and math.isfinite(r.get("relief", math.nan))]
     if not known or len({k[1] for k in known}) < 2:
         return None
     scores, labs = (np.array(x) for x in zip(*known))
     return threshold_at_eer(scores, labs)
 
 
-__all__ = ["sequence_metrics", "predict_split", "constant_depth_rows", "summarize", "eer_threshold"]
+__all__ = ["sequence_metrics", "transparent_sequence_metrics", "predict_split", "constant_depth_rows", "summarize",
+           "eer_threshold", "EVALUATIONS"]

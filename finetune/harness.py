@@ -38,7 +38,7 @@ from .data import TaskData, TaskDataError
 from .methods import BASIS_METHODS, METHODS, MethodContext, MethodError, prepare
 
 REPO = Path(__file__).resolve().parents[1]
-TASKS = ("face",)
+TASKS = ("face", "transparent")
 NO_FINETUNE = "none"
 LR_GRIDS = {  # peak learning rates tried per method (AdamW); chosen on validation
     "ours": (1e-3, 3e-3, 1e-2), "psv": (1e-3, 3e-3, 1e-2), "random": (1e-3, 3e-3, 1e-2),
@@ -132,6 +132,16 @@ def task_data(cfg: FinetuneConfig, renderer=None, say=print) -> TaskData:
     """The task's splits: the user's ``--data`` folder, or the built-in data (made where missing)."""
     from .data import load_task_data
 
+    if cfg.task == "transparent":
+        from .tasks.transparent import TransparentData, clearpose_task_data, is_clearpose, prepare_transparent_data
+        if cfg.data is None:
+            return prepare_transparent_data(TransparentData(resolution=cfg.resolution, views=max(cfg.frames, 4)),
+                                            renderer=renderer, progress=cfg.progress, say=say)
+        if is_clearpose(cfg.data):
+            return clearpose_task_data(cfg.data)
+        data = load_task_data(cfg.data, name=cfg.task)
+        data.evaluation = "transparent"
+        return data
     if cfg.data is not None:
         return load_task_data(cfg.data, name=cfg.task)
     if cfg.task == "face":
@@ -288,17 +298,18 @@ def evaluate_model(cfg: FinetuneConfig, data: TaskData, model, folder: Path | No
     threshold = None
     for split in ("val", "test"):
         ds = data.dataset(split, cfg.frames, cfg.resolution, normalize=False)
-        rows = predict_split(model, ds, device, data.units_to_mm, cfg.max_dist_mm)
+        rows = predict_split(model, ds, device, data.units_to_mm, cfg.max_dist_mm, evaluation=data.evaluation)
         labels = data.labels(split, ds)
         info = data.sequence_info(split, ds)
         for r, i in zip(rows, info):
             r.update({k: i.get(k) for k in ("label", "kind", "identity", "source")})
         if split == "val":
             threshold = eer_threshold(rows, labels)
-        out[split] = summarize(rows, labels, threshold if split == "test" else None)
+        out[split] = summarize(rows, labels, threshold if split == "test" else None, data.evaluation)
         if split == "test":
             out["test_by_source"] = {src: summarize([r for r in rows if r.get("source") == src],
-                                                    [r["label"] for r in rows if r.get("source") == src], threshold)
+                                                    [r["label"] for r in rows if r.get("source") == src], threshold,
+                                                    data.evaluation)
                                      for src in sorted({r.get("source") for r in rows} - {None})}
         rows_all[split] = rows
     if folder is not None:
@@ -318,10 +329,11 @@ def no_finetune(cfg: FinetuneConfig, data: TaskData) -> dict:
     const = {}
     for split in ("val", "test"):
         ds = data.dataset(split, cfg.frames, cfg.resolution, normalize=False)
-        rows = constant_depth_rows(ds, data.units_to_mm, cfg.max_dist_mm)
+        rows = constant_depth_rows(ds, data.units_to_mm, cfg.max_dist_mm, data.evaluation)
         const[split] = (rows, data.labels(split, ds))
     t = eer_threshold(*const["val"])
-    record["constant_depth"] = {s: summarize(r, lab, t if s == "test" else None) for s, (r, lab) in const.items()}
+    record["constant_depth"] = {s: summarize(r, lab, t if s == "test" else None, data.evaluation)
+                                for s, (r, lab) in const.items()}
     record = _finite(record)
     write_json(done, record)
     return record

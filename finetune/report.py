@@ -23,6 +23,14 @@ from common.atomic import atomic_path, write_json, write_text
 COLUMNS = (("abs_rel", "AbsRel", "↓"), ("delta1", "δ<1.25", "↑"), ("acc_mean", "Acc mm", "↓"),
            ("comp_mean", "Comp mm", "↓"), ("nc_mean", "NC", "↑"), ("auc", "AUC", "↑"), ("acer", "ACER", "↓"))
 SCAN_COLUMNS = (("abs_rel", "scan AbsRel", "↓"), ("acc_mean", "scan Acc mm", "↓"))
+TRANSPARENT_COLUMNS = (("abs_rel", "AbsRel", "↓"), ("delta1", "δ<1.25", "↑"), ("abs_rel_tr", "AbsRel glass", "↓"),
+                       ("delta1_tr", "δ<1.25 glass", "↑"), ("acc_mean", "Acc mm glass", "↓"),
+                       ("comp_mean", "Comp mm glass", "↓"), ("nc_mean", "NC glass", "↑"))
+# task -> (columns of the test split, columns of the test sequences of source "scan"), plotted keys
+TASK_COLUMNS = {"face": (COLUMNS, SCAN_COLUMNS), "transparent": (TRANSPARENT_COLUMNS, ())}
+PLOTTED = {"face": (("abs_rel", "AbsRel ↓"), ("acc_mean", "Acc (mm) ↓"), ("nc_mean", "NC ↑"), ("auc", "AUC ↑")),
+           "transparent": (("abs_rel", "AbsRel ↓"), ("abs_rel_tr", "AbsRel glass ↓"), ("acc_mean", "Acc glass (mm) ↓"),
+                           ("nc_mean", "NC glass ↑"))}
 
 
 def _stat(values) -> tuple[float, float, int]:
@@ -39,13 +47,15 @@ def _fmt(mean: float, std: float, digits: int = 3) -> str:
     return text + (f" ± {std:.{digits}f}" if math.isfinite(std) else "")
 
 
-def table_rows(base: dict, results: list[dict]) -> list[dict]:
+def table_rows(base: dict, results: list[dict], task: str = "face") -> list[dict]:
     """One dict per row: name, trainable, lr, seeds, and (mean, std) per column."""
+    columns, scan_columns = TASK_COLUMNS[task]
+
     def row(name, records, trainable, lr):
         out = {"method": name, "trainable": trainable, "lr": lr, "seeds": len(records)}
-        for key, _, _ in COLUMNS:
+        for key, _, _ in columns:
             out[key] = _stat([(r.get("test") or {}).get(key) for r in records])
-        for key, _, _ in SCAN_COLUMNS:
+        for key, _, _ in scan_columns:
             out["scan_" + key] = _stat([((r.get("test_by_source") or {}).get("scan") or {}).get(key) for r in records])
         return out
 
@@ -59,20 +69,22 @@ def table_rows(base: dict, results: list[dict]) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], notes: list[str]) -> str:
-    head = ["method", "trainable", "lr", "seeds"] + [f"{t} {b}" for _, t, b in COLUMNS + SCAN_COLUMNS]
+def markdown(rows: list[dict], notes: list[str], task: str = "face") -> str:
+    columns, scan_columns = TASK_COLUMNS[task]
+    head = ["method", "trainable", "lr", "seeds"] + [f"{t} {b}" for _, t, b in columns + scan_columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["method"], f"{r['trainable']:,}", "—" if r["lr"] is None else f"{r['lr']:g}", str(r["seeds"])]
-        cells += [_fmt(*r[k][:2]) for k, _, _ in COLUMNS]
-        cells += [_fmt(*r["scan_" + k][:2]) for k, _, _ in SCAN_COLUMNS]
+        cells += [_fmt(*r[k][:2]) for k, _, _ in columns]
+        cells += [_fmt(*r["scan_" + k][:2]) for k, _, _ in scan_columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines + [""] + [f"- {n}" for n in notes]) + "\n"
 
 
-def csv_text(rows: list[dict]) -> str:
+def csv_text(rows: list[dict], task: str = "face") -> str:
+    columns, scan_columns = TASK_COLUMNS[task]
     buf = io.StringIO()
-    keys = [k for k, _, _ in COLUMNS] + ["scan_" + k for k, _, _ in SCAN_COLUMNS]
+    keys = [k for k, _, _ in columns] + ["scan_" + k for k, _, _ in scan_columns]
     w = csv.writer(buf)
     w.writerow(["method", "trainable", "lr", "seeds"] + [f"{k}_{s}" for k in keys for s in ("mean", "std")])
     for r in rows:
@@ -85,8 +97,10 @@ def notes(base: dict, results: list[dict], cfg) -> list[str]:
     out = [f"test split, {base['test'].get('sequences', 0)} sequences; {cfg.steps} steps, batch {cfg.batch_size}, "
            f"{cfg.frames} views at {cfg.resolution} px, heads {cfg.heads}; mean ± std over seeds",
            "AbsRel / δ<1.25 after per-view median scaling; points from the scaled depth and the ground-truth "
-           f"cameras, distances capped at {cfg.max_dist_mm:g} mm; AUC / ACER of the relief score of the predicted "
-           "face (ACER at the validation EER threshold)"]
+           f"cameras, distances capped at {cfg.max_dist_mm:g} mm; "
+           + ("AUC / ACER of the relief score of the predicted face (ACER at the validation EER threshold)"
+              if cfg.task == "face" else "'glass': on the pixels whose first surface is a transparent object "
+              "(the median scale still comes from all pixels)")]
     auc_gt = base["test"].get("auc_gt")
     if auc_gt is not None:
         out.append(f"oracle: the relief score of the ground-truth geometry separates live from spoof with AUC "
@@ -100,21 +114,20 @@ def notes(base: dict, results: list[dict], cfg) -> list[str]:
 
 def write_comparison(cfg, base: dict, results: list[dict]) -> dict:
     folder = cfg.task_dir
-    rows = table_rows(base, results)
-    text = markdown(rows, notes(base, results, cfg))
+    rows = table_rows(base, results, cfg.task)
+    text = markdown(rows, notes(base, results, cfg), cfg.task)
     write_text(folder / "compare.md", text)
-    write_text(folder / "compare.csv", csv_text(rows))
+    write_text(folder / "compare.csv", csv_text(rows, cfg.task))
     write_json(folder / "compare.json", {"rows": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items()}
                                                   for r in rows]}, )
-    plot_metrics(rows, folder / "metrics_vs_params.png")
+    plot_metrics(rows, folder / "metrics_vs_params.png", PLOTTED[cfg.task])
     plot_losses(results, folder / "losses.png")
     return {"rows": rows, "markdown": text, "folder": str(folder)}
 
 
-def plot_metrics(rows: list[dict], path: Path) -> None:
+def plot_metrics(rows: list[dict], path: Path, shown=PLOTTED["face"]) -> None:
     from matplotlib.figure import Figure
 
-    shown = [("abs_rel", "AbsRel ↓"), ("acc_mean", "Acc (mm) ↓"), ("nc_mean", "NC ↑"), ("auc", "AUC ↑")]
     fig = Figure(figsize=(12, 3.4))
     fig.set_layout_engine("constrained")
     axes = fig.subplots(1, len(shown))
