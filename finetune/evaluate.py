@@ -56,6 +56,28 @@ def _central(shape) -> np.ndarray:
     return box
 
 
+POINT_KEYS = ("acc_mean", "acc_median", "comp_mean", "comp_median", "nc_mean")
+
+
+def _thin(shape) -> np.ndarray:
+    thin = np.zeros(shape, bool)
+    thin[::STRIDE, ::STRIDE] = True
+    return thin
+
+
+def _fused_point_metrics(scaled, gt, K, E, valid, keep, units_to_mm: float, max_dist_mm: float) -> dict:
+    """Accuracy / Completeness / NC of the ``keep`` pixels of every view, unprojected with the ground-truth
+    cameras and fused; normals from the full-resolution (``valid``) depth maps, then picked like the points."""
+    pred_pts, gt_pts, pred_n, gt_n = [], [], [], []
+    for v in range(len(gt)):
+        pred_pts.append(unproject(scaled[v], K[v], E[v], keep[v]) * units_to_mm)
+        gt_pts.append(unproject(gt[v], K[v], E[v], keep[v]) * units_to_mm)
+        pred_n.append(world_normals(depth_normals(np.where(valid[v], scaled[v], 0), K[v]), E[v])[keep[v]])
+        gt_n.append(world_normals(depth_normals(np.where(valid[v], gt[v], 0), K[v]), E[v])[keep[v]])
+    return point_metrics(np.concatenate(pred_pts), np.concatenate(gt_pts), np.concatenate(pred_n),
+                         np.concatenate(gt_n), max_dist=max_dist_mm)
+
+
 def sequence_metrics(pred_depth: np.ndarray, seq: dict, units_to_mm: float, max_dist_mm: float) -> dict:
     """Every per-sequence number (see the module doc) from the predicted depth [S,H,W] and an
     un-normalised sequence (training.data format: depths, intrinsics, extrinsics, point_masks)."""
@@ -64,29 +86,18 @@ def sequence_metrics(pred_depth: np.ndarray, seq: dict, units_to_mm: float, max_
     K, E = seq["intrinsics"].numpy().astype(np.float64), seq["extrinsics"].numpy().astype(np.float64)
     views = [depth_metrics(pred_depth[v], gt[v], valid[v]) for v in range(len(gt))]
     scaled = [_scaled(pred_depth[v].astype(np.float64), gt[v], valid[v]) for v in range(len(gt))]
-    pred_pts, gt_pts, pred_n, gt_n = [], [], [], []
-    thin = np.zeros(valid.shape[1:], bool)
-    thin[::STRIDE, ::STRIDE] = True
-    for v in range(len(gt)):
-        keep = valid[v] & thin
-        pred_pts.append(unproject(scaled[v], K[v], E[v], keep) * units_to_mm)
-        gt_pts.append(unproject(gt[v], K[v], E[v], keep) * units_to_mm)
-        # normals from the full-resolution maps, then thinned like the points
-        pred_n.append(world_normals(depth_normals(np.where(valid[v], scaled[v], 0), K[v]), E[v])[keep])
-        gt_n.append(world_normals(depth_normals(np.where(valid[v], gt[v], 0), K[v]), E[v])[keep])
-    points = point_metrics(np.concatenate(pred_pts), np.concatenate(gt_pts), np.concatenate(pred_n),
-                           np.concatenate(gt_n), max_dist=max_dist_mm)
+    thin = _thin(valid.shape[1:])
+    points = _fused_point_metrics(scaled, gt, K, E, valid, valid & thin, units_to_mm, max_dist_mm)
     face = valid[0] & _central(valid[0].shape) & thin
     relief = relief_score(unproject(scaled[0], K[0], E[0], face), RELIEF_MODEL, trim=RELIEF_TRIM)
     relief_gt = relief_score(unproject(gt[0], K[0], E[0], face), RELIEF_MODEL, trim=RELIEF_TRIM)
     return {"abs_rel": float(np.nanmean([r["abs_rel"] for r in views])),
             "delta1": float(np.nanmean([r["delta1"] for r in views])),
-            **{k: points[k] for k in ("acc_mean", "acc_median", "comp_mean", "comp_median", "nc_mean")},
+            **{k: points[k] for k in POINT_KEYS},
             "relief": relief, "relief_gt": relief_gt}
 
 
-TRANSPARENT_KEYS = ("abs_rel", "delta1", "abs_rel_tr", "delta1_tr", "acc_mean", "acc_median", "comp_mean",
-                    "comp_median", "nc_mean", "transparent_share")
+TRANSPARENT_KEYS = ("abs_rel", "delta1", "abs_rel_tr", "delta1_tr", *POINT_KEYS, "transparent_share")
 
 
 def transparent_sequence_metrics(pred_depth: np.ndarray, seq: dict, units_to_mm: float, max_dist_mm: float) -> dict:
@@ -99,24 +110,15 @@ def transparent_sequence_metrics(pred_depth: np.ndarray, seq: dict, units_to_mm:
     scaled = [_scaled(pred_depth[v].astype(np.float64), gt[v], valid[v]) for v in range(len(gt))]
     every = [depth_metrics(scaled[v], gt[v], valid[v], align="none") for v in range(len(gt))]
     tr = [depth_metrics(scaled[v], gt[v], glass[v], align="none") for v in range(len(gt)) if glass[v].any()]
-    thin = np.zeros(valid.shape[1:], bool)
-    thin[::STRIDE, ::STRIDE] = True
-    pred_pts, gt_pts, pred_n, gt_n = [], [], [], []
-    for v in range(len(gt)):
-        keep = glass[v] & thin
-        pred_pts.append(unproject(scaled[v], K[v], E[v], keep) * units_to_mm)
-        gt_pts.append(unproject(gt[v], K[v], E[v], keep) * units_to_mm)
-        pred_n.append(world_normals(depth_normals(np.where(valid[v], scaled[v], 0), K[v]), E[v])[keep])
-        gt_n.append(world_normals(depth_normals(np.where(valid[v], gt[v], 0), K[v]), E[v])[keep])
-    if sum(len(p) for p in gt_pts):
-        points = point_metrics(np.concatenate(pred_pts), np.concatenate(gt_pts), np.concatenate(pred_n),
-                               np.concatenate(gt_n), max_dist=max_dist_mm)
+    keep = glass & _thin(valid.shape[1:])
+    if keep.any():
+        points = _fused_point_metrics(scaled, gt, K, E, valid, keep, units_to_mm, max_dist_mm)
     else:  # no transparent object in view
-        points = dict.fromkeys(("acc_mean", "acc_median", "comp_mean", "comp_median", "nc_mean"), math.nan)
+        points = dict.fromkeys(POINT_KEYS, math.nan)
     mean = lambda rows, k: float(np.nanmean([r[k] for r in rows])) if rows else math.nan  # noqa: E731
     return {"abs_rel": mean(every, "abs_rel"), "delta1": mean(every, "delta1"),
             "abs_rel_tr": mean(tr, "abs_rel"), "delta1_tr": mean(tr, "delta1"),
-            **{k: points[k] for k in ("acc_mean", "acc_median", "comp_mean", "comp_median", "nc_mean")},
+            **{k: points[k] for k in POINT_KEYS},
             "transparent_share": float(glass.sum() / max(valid.sum(), 1))}
 
 

@@ -55,6 +55,13 @@ class _Partitions:
     def sample_dir(self, p: int, s: int) -> Path:
         return self.partition_dir(p) / files.sample_name(s)
 
+    def _check_name_and_seed(self, mode: str) -> None:
+        """Jobs with a user-named output folder (mesh mode, built-in scenes): a plain folder name, a seed >= 0."""
+        if not self.name or self.name.startswith(".") or "/" in self.name or "\\" in self.name:
+            raise JobError(f"--name {self.name!r}: must be a plain folder name")
+        if self.seed < 0:
+            raise JobError(f"--seed {self.seed}: must be >= 0 with {mode}")
+
     def partition_ids(self) -> range:
         return range(self.first_partition, self.first_partition + self.partitions)
 
@@ -141,10 +148,7 @@ class MeshJob(_Partitions):
         return self.name
 
     def check(self) -> None:
-        if not self.name or self.name.startswith(".") or "/" in self.name or "\\" in self.name:
-            raise JobError(f"--name {self.name!r}: must be a plain folder name")
-        if self.seed < 0:
-            raise JobError(f"--seed {self.seed}: must be >= 0 with --meshes")
+        self._check_name_and_seed("--meshes")
         try:
             meshes.axis_rotation(self.up, self.front)
             meshes.unit_scale(self.units, 1.0)
@@ -218,10 +222,7 @@ class TransparentJob(_Partitions):
         return self.name
 
     def check(self) -> None:
-        if not self.name or self.name.startswith(".") or "/" in self.name or "\\" in self.name:
-            raise JobError(f"--name {self.name!r}: must be a plain folder name")
-        if self.seed < 0:
-            raise JobError(f"--seed {self.seed}: must be >= 0 with --scene transparent")
+        self._check_name_and_seed("--scene transparent")
         texture_dir = self.config.texture.texture_dir
         if texture_dir and not Path(texture_dir).is_dir():
             raise JobError(f"--textures {texture_dir}: not a folder")

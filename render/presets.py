@@ -21,6 +21,21 @@ def load_presets(path: Path = PRESETS_FILE) -> dict[str, dict]:
     return json.loads(Path(path).read_text())
 
 
+def _preset(name: str) -> dict:
+    presets = load_presets()
+    if name not in presets:
+        raise JobError(f"--preset {name!r}: unknown; choose one of {', '.join(presets)}")
+    return presets[name]
+
+
+def _settings_of(pre: dict, resolution: int | None, spp: int | None, denoise: bool | None,
+                 **extra) -> RenderSettings:
+    """The preset's render settings (square images) with the explicitly given ones instead."""
+    size = pre["resolution"] if resolution is None else resolution
+    return RenderSettings(width=size, height=size, spp=pre["spp"] if spp is None else spp,
+                          denoise=pre["denoise"] if denoise is None else denoise, **extra)
+
+
 def preset_job(attribute: str, partitions: int, out: Path, preset: str = "default", *, samples: int | None = None,
                views: int | None = None, resolution: int | None = None, spp: int | None = None,
                denoise: bool | None = None, seed: int = 0, jitter: float = 1.0, first_partition: int = 0,
@@ -28,10 +43,7 @@ def preset_job(attribute: str, partitions: int, out: Path, preset: str = "defaul
     """The render job of ``preset`` with any explicitly given option overriding it. ``generator_file``
     is a JSON file of generator settings overriding the preset's (docs/attributes.md); ``textures``
     applies on top."""
-    presets = load_presets()
-    if preset not in presets:
-        raise JobError(f"--preset {preset!r}: unknown; choose one of {', '.join(presets)}")
-    pre = presets[preset]
+    pre = _preset(preset)
     pick = lambda given, key: pre[key] if given is None else given  # noqa: E731
     generator = GeneratorConfig.light() if pre["generator"] == "light" else GeneratorConfig()
     if generator_file is not None:
@@ -41,12 +53,10 @@ def preset_job(attribute: str, partitions: int, out: Path, preset: str = "defaul
             raise JobError(f"--generator-config {e}") from None
     if textures is not None:
         generator = generator.override({"texture": {"texture_dir": str(textures)}})
-    size = pick(resolution, "resolution")
     return RenderJob(attribute=attribute, partitions=partitions, samples=pick(samples, "samples"),
                      views=pick(views, "views"), out=Path(out), seed=seed, jitter=jitter,
-                     settings=RenderSettings(width=size, height=size, spp=pick(spp, "spp"),
-                                             denoise=pick(denoise, "denoise")),
-                     generator=generator, first_partition=first_partition)
+                     settings=_settings_of(pre, resolution, spp, denoise), generator=generator,
+                     first_partition=first_partition)
 
 
 def mesh_job(source: Path, rig: str, out: Path, preset: str = "default", *, samples: int | None = None,
@@ -59,9 +69,7 @@ def mesh_job(source: Path, rig: str, out: Path, preset: str = "default", *, samp
     cameras of ``rig``. ``rig_config`` and ``lighting_config`` are JSON objects (a file, or the object
     itself) of the ``render.rigs`` / ``render.meshes.StudioLighting`` settings to change. Output goes to
     ``out/<name>``, by default the source folder's name (a list's or a single file's stem)."""
-    presets = load_presets()
-    if preset not in presets:
-        raise JobError(f"--preset {preset!r}: unknown; choose one of {', '.join(presets)}")
+    pre = _preset(preset)
     if rig not in rigs.RIGS:
         raise JobError(f"--rig {rig!r}: unknown; choose one of {', '.join(rigs.RIGS)}")
     rig_cfg = _settings("--rig-config", rig_config, lambda data: rigs.rig_config(rig, data))
@@ -72,15 +80,12 @@ def mesh_job(source: Path, rig: str, out: Path, preset: str = "default", *, samp
         raise JobError(str(e)) from None
     source = Path(source)
     default_name = source.absolute().name if source.is_dir() else source.stem
-    pre = presets[preset]
     pick = lambda given, key: pre[key] if given is None else given  # noqa: E731
-    size = pick(resolution, "resolution")
     count = len(files) - first_partition if partitions is None else partitions
     return MeshJob(meshes=tuple(str(f) for f in files), source=str(root), name=name or default_name, rig=rig_cfg,
                    samples=pick(samples, "samples"), views=pick(views, "views"), out=Path(out), partitions=count,
-                   settings=RenderSettings(width=size, height=size, spp=pick(spp, "spp"),
-                                           denoise=pick(denoise, "denoise")),
-                   seed=seed, first_partition=first_partition, units=units, up=up, front=front, lighting=lighting)
+                   settings=_settings_of(pre, resolution, spp, denoise), seed=seed, first_partition=first_partition,
+                   units=units, up=up, front=front, lighting=lighting)
 
 
 def transparent_job(out: Path, partitions: int = 10, preset: str = "default", *, samples: int | None = None,
@@ -93,10 +98,7 @@ def transparent_job(out: Path, partitions: int = 10, preset: str = "default", *,
     ``scene_config`` is a JSON file, or a JSON object as text, of ``TransparentConfig`` settings to change
     (``preview`` starts from ``TransparentConfig.light()``); ``textures`` applies on top (images mixed into
     the room, table and clutter materials)."""
-    presets = load_presets()
-    if preset not in presets:
-        raise JobError(f"--preset {preset!r}: unknown; choose one of {', '.join(presets)}")
-    pre = presets[preset]
+    pre = _preset(preset)
     pick = lambda given, key: pre[key] if given is None else given  # noqa: E731
     config = TransparentConfig.light() if pre["generator"] == "light" else TransparentConfig()
     if scene_config is not None:
@@ -106,13 +108,10 @@ def transparent_job(out: Path, partitions: int = 10, preset: str = "default", *,
             raise JobError(f"--generator-config {e}") from None
     if textures is not None:
         config = config.override({"texture": {"texture_dir": str(textures)}})
-    size = pick(resolution, "resolution")
     return TransparentJob(partitions=partitions, samples=pick(samples, "samples"), views=pick(views, "views"),
                           out=Path(out), seed=seed, config=config, first_partition=first_partition,
                           name=name or "transparent",
-                          settings=RenderSettings(width=size, height=size, spp=pick(spp, "spp"),
-                                                  denoise=pick(denoise, "denoise"),
-                                                  max_bounces=TRANSPARENT_MAX_BOUNCES))
+                          settings=_settings_of(pre, resolution, spp, denoise, max_bounces=TRANSPARENT_MAX_BOUNCES))
 
 
 def _settings(option: str, text: str | None, build):

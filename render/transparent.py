@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .generator.geometry import euler_matrix
-from .geometry import ROOM_UIDS, Mesh, _mesh, cube_mesh, cylinder_mesh, ellipsoid_mesh, revolve_mesh, room_meshes
+from .geometry import ROOM_UIDS, Mesh, cube_mesh, cylinder_mesh, ellipsoid_mesh, revolve_mesh, room_meshes
 from .spec import (TABLE_UID, GeometrySpec, Room, Table, TableObject, Transmissive, TransparentSceneSpec,
                    Vec3)
 

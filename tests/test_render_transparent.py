@@ -21,7 +21,7 @@ from render.generator.transparent import TransparentConfig, sample_transparent_s
 from render.jobs import JobError
 from render.presets import transparent_job
 from render.spec import TABLE_UID, TransparentSceneSpec, load_scene, transparent_ids
-from synthetic import render_transparent_spec, transparent_scene_parts, write_transparent_partitions
+from synthetic import render_transparent_spec, write_transparent_partitions
 
 LIGHT = TransparentConfig.light()
 

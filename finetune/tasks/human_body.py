@@ -84,7 +84,6 @@ class AnnyBody:
 def load_anny_body() -> AnnyBody:
     """Build anny's full-body model (the very first call on a machine: about 2.5 minutes and ~0.9 GB in
     anny's cache, $ANNY_CACHE_DIR or ~/.cache/anny; then a few seconds)."""
-    import torch
     import anny
     from anny.face_segmentation import get_face_segmentation_mask
 

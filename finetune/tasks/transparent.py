@@ -102,10 +102,10 @@ def clearpose_splits(root: str | Path) -> dict[str, list[tuple[Path, str]]]:
         return out
 
     train = present("train")
-    last = {}
-    for scene in train:  # the last train scene of each set validates
-        last[scene.parent.name] = scene
-    val = [s for s in train if last[s.parent.name] == s and len([t for t in train if t.parent == s.parent]) > 1]
+    by_set: dict[Path, list[Path]] = {}
+    for scene in train:
+        by_set.setdefault(scene.parent, []).append(scene)
+    val = [scenes[-1] for scenes in by_set.values() if len(scenes) > 1]  # the last train scene of each set
     splits = {"train": [(s, "train") for s in train if s not in val], "val": [(s, "val") for s in val],
               "test": [(s, name) for name in PAPER_SPLITS if name.startswith("test") for s in present(name)]}
     for split in SPLITS:

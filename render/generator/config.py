@@ -295,8 +295,26 @@ LEGACY_FIELDS = {
 _LEGACY = {name: section for section, names in LEGACY_FIELDS.items() for name in names}
 
 
+class Sectioned:
+    """Mixin of a frozen dataclass of config sections (GeneratorConfig, the transparent scenes'
+    TransparentConfig): the plain-dict round trip and partial overrides."""
+
+    def to_dict(self) -> dict:
+        """{section: {field: value}}; JSON-serialisable (tuples become lists in JSON)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        return from_plain(cls, data)
+
+    def override(self, partial: dict):
+        """A copy with the values of a partial nested dict, e.g. ``{"lighting": {"p_area_pair": 0.5}}``;
+        ValueError naming the key path of an unknown key or a bad value."""
+        return self.from_dict(_merge(self.to_dict(), partial, ""))
+
+
 @dataclass(frozen=True)
-class GeneratorConfig:
+class GeneratorConfig(Sectioned):
     """All of the generator's parameters, by attribute (see each config for its fields)."""
     geometry: GeometryConfig = field(default_factory=GeometryConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
@@ -310,10 +328,6 @@ class GeneratorConfig:
         return cls(geometry=GeometryConfig(max_large=2, max_small=2, max_roof=1, max_wall=1, prims_large=(2, 3),
                                            prims_other=(1, 2), heightfield_resolution=10, wall_sticks=(2, 3),
                                            float_sticks=(1, 2)))
-
-    def to_dict(self) -> dict:
-        """{section: {field: value}}; JSON-serialisable (tuples become lists in JSON)."""
-        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "GeneratorConfig":
@@ -329,31 +343,36 @@ class GeneratorConfig:
             data = nested
         return from_plain(cls, data)
 
-    def override(self, partial: dict) -> "GeneratorConfig":
-        """A copy with the values of a partial nested dict, e.g. ``{"lighting": {"p_area_pair": 0.5}}``."""
-        return self.from_dict(_merge(self.to_dict(), partial, ""))
 
-
-def load_generator_config(path: str | Path, base: GeneratorConfig = GeneratorConfig()) -> GeneratorConfig:
-    """``base`` overridden by a JSON file of partial overrides, e.g. ``{"camera": {"fov_deg": [30, 90]}}``.
-    Raises ValueError("PATH: ...") for an unreadable file, bad JSON, an unknown key, a wrong type or length."""
+def load_overrides(source: str | Path, base: Sectioned, inline: bool = False):
+    """``base`` overridden by the JSON object in the file ``source`` (with ``inline``, ``source`` may also
+    be the object itself, as text starting with ``{``). Raises ValueError("PATH: ...") for an unreadable
+    file, bad JSON, an unknown key, a wrong type or length (no "PATH: " for inline text)."""
+    text = str(source)
+    literal = inline and text.lstrip().startswith("{")
+    where = "" if literal else f"{text}: "
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(text if literal else Path(text).read_text())
     except OSError as e:
-        raise ValueError(f"{path}: cannot read ({e.strerror or e})") from None
+        raise ValueError(f"{where}cannot read ({e.strerror or e})") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+        raise ValueError(f"{where}not valid JSON ({e})") from None
     try:
         return base.override(data)
     except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+        raise ValueError(f"{where}{e}") from None
+
+
+def load_generator_config(path: str | Path, base: GeneratorConfig = GeneratorConfig()) -> GeneratorConfig:
+    """``base`` overridden by a JSON file of partial overrides, e.g. ``{"camera": {"fov_deg": [30, 90]}}``."""
+    return load_overrides(path, base)
 
 
 # ------------------------------------------------------------------------------- dict conversion
 def _merge(base: dict, partial, path: str) -> dict:
     if not isinstance(partial, dict):
         if not path:
-            raise ValueError(f"expected an object of sections ({', '.join(SECTIONS)}), got {describe(partial)}")
+            raise ValueError(f"expected an object of sections ({', '.join(base)}), got {describe(partial)}")
         raise ValueError(f"{path.rstrip('.')}: expected an object, got {describe(partial)}")
     out = dict(base)
     for key, value in partial.items():

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import colorsys
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from ..spec import (TRANSMISSIVE_KINDS, CameraSpec, Heightfield, Light, LightingSpec, Room, Table, TableObject,
-                    Transmissive, TransparentSceneSpec, View, describe, from_plain)
+                    Transmissive, TransparentSceneSpec, View)
 from ._util import count, log_uniform, vec
-from .config import Count, Range, TextureConfig, _Checked, _merge
+from .config import Count, Range, Sectioned, TextureConfig, _Checked, load_overrides
 from .geometry import euler_matrix
 from .texture import sample_texture
 
@@ -221,7 +220,7 @@ def _texture_default() -> TextureConfig:
 
 
 @dataclass(frozen=True)
-class TransparentConfig:
+class TransparentConfig(Sectioned):
     """Every setting of the transparent-scene generator, by section."""
     room: RoomConfig = field(default_factory=RoomConfig)
     table: TableConfig = field(default_factory=TableConfig)
@@ -238,36 +237,10 @@ class TransparentConfig:
         base = cls()
         return dataclasses.replace(base, objects=dataclasses.replace(base.objects, transparent=(2, 3), clutter=(1, 2)))
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TransparentConfig":
-        return from_plain(cls, data)
-
-    def override(self, partial: dict) -> "TransparentConfig":
-        """A copy with the values of a partial nested dict, e.g. ``{"camera": {"baseline": [0.05, 0.1]}}``;
-        ValueError naming the key path of an unknown key or a bad value."""
-        if not isinstance(partial, dict):
-            raise ValueError(f"expected an object of sections ({', '.join(self.to_dict())}), got {describe(partial)}")
-        return from_plain(type(self), _merge(self.to_dict(), partial, ""))
-
 
 def load_transparent_config(text: str | Path, base: TransparentConfig = TransparentConfig()) -> TransparentConfig:
     """``base`` overridden by a JSON file (a path) or a JSON object given as text (it starts with ``{``)."""
-    text = str(text)
-    inline = text.lstrip().startswith("{")
-    where = "" if inline else f"{text}: "
-    try:
-        data = json.loads(text if inline else Path(text).read_text())
-    except OSError as e:
-        raise ValueError(f"{where}cannot read ({e.strerror or e})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{where}not valid JSON ({e})") from None
-    try:
-        return base.override(data)
-    except ValueError as e:
-        raise ValueError(f"{where}{e}") from None
+    return load_overrides(text, base, inline=True)
 
 
 # --------------------------------------------------------------------------------------- sampling
