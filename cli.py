@@ -198,22 +198,37 @@ def predict(
                f"cameras in {out / 'cameras.json'}, {summary['points']} points in {out / 'points.ply'}")
 
 
+def _int_list(option: str, text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        fail(f"{option} {text!r}: expected whole numbers separated by commas, e.g. 4,16,64")
+
+
 @app.command()
 def finetune(
     task: str = typer.Argument("face", help="face (micro-baseline 3D face anti-spoofing) | transparent "
-                                            "(transparent objects: built-in glass scenes or ClearPose via --data)"),
+                                            "(transparent objects: built-in glass scenes or ClearPose via --data) | "
+                                            "human (clothed humans: built-in dressed bodies in two domains, or "
+                                            "THuman 2.1 / 2K2K via --data)"),
     method: str = typer.Option("ours", help="ours | psv | random | lora | pissa | adalora | eva | corda | full"),
     compare: bool = typer.Option(False, "--compare", help="every method at the same budget, the paper-style table"),
     basis: Path = typer.Option(Path("mined/basis.safetensors"), help="the mined basis (python cli.py mine)"),
     rank: int = typer.Option(16, help="LoRA-family rank r"),
+    ranks: Optional[str] = typer.Option(None, help="--compare: LoRA at each of these ranks, e.g. 4,16,64,192"),
+    bases: Optional[str] = typer.Option(None, help="--compare: ours with each of these basis files (comma-separated), "
+                                                   "e.g. bases mined at several d′ (mine basis --rank D --out F)"),
     dim: Optional[int] = typer.Option(None, help="psv / random basis dimension (default: the mined basis's)"),
     steps: int = typer.Option(200, help="optimizer steps of every run"),
     lr: Optional[float] = typer.Option(None, help="peak learning rate (default: the method's grid, picked on val)"),
     seeds: int = typer.Option(1, help="seeds per method (mean ± std)"),
     heads: str = typer.Option("frozen", help="frozen | train: the depth head, the same for every method"),
     data: Optional[Path] = typer.Option(None, help="your data: DIR/{train,val,test}/ of partitions or RGB-D "
-                                                   "sequences (docs/rgbd.md), or for transparent the ClearPose "
-                                                   "dataset folder (docs/clearpose.md); default: built-in"),
+                                                   "sequences (docs/rgbd.md), for transparent the ClearPose "
+                                                   "dataset folder (docs/clearpose.md), for human a THuman 2.1 "
+                                                   "and/or 2K2K folder (docs/human.md); default: built-in"),
     checkpoint: Path = typer.Option(Path("assets/vggt_small.safetensors"), help="base model weights"),
     preset: Optional[str] = typer.Option(None, help="model preset for checkpoints without a stored config "
                                                     "(official weights: vggt-1b)"),
@@ -231,17 +246,26 @@ def finetune(
     from finetune.methods import METHODS
 
     with _finetune_step():
+        rank_list = _int_list("--ranks", ranks)
+        base_list = tuple(b.strip() for b in bases.split(",") if b.strip()) if bases is not None else None
+        for b in base_list or ():
+            if not Path(b).is_file():
+                fail(f"--bases: {b}: no such basis file")
         cfg = FinetuneConfig(task=task, method=method, rank=rank, dim=dim, steps=steps, lr=lr, seeds=seeds,
                              heads=heads, data=_str(data), checkpoint=str(checkpoint), model_preset=preset,
-                             resolution=resolution, frames=frames, batch_size=batch_size, basis=str(basis),
-                             targets=targets, out=str(out), device=device)
+                             resolution=resolution, frames=frames, batch_size=batch_size,
+                             basis=base_list[0] if base_list else str(basis), targets=targets, out=str(out),
+                             device=device, ranks=rank_list, bases=base_list)
         from finetune.harness import resolve
         if not compare and method == "ours" and not resolve(cfg.basis).is_file():
             fail(f"{basis}: no basis; make it with `python cli.py mine` (or pick --method psv / random / lora ...)")
         if not resolve(cfg.checkpoint).is_file():
             fail(f"{checkpoint}: no such checkpoint")
-        if (method == "ours" or compare) and resolve(cfg.basis).is_file():
-            check_basis(cfg)                        # before any data is built
+        if method == "ours" or compare:              # before any data is built
+            import dataclasses
+            for b in cfg.bases or (cfg.basis,):
+                if resolve(b).is_file():
+                    check_basis(dataclasses.replace(cfg, basis=b))
         data_ = task_data(cfg, say=typer.echo)
         if compare:
             methods = [m for m in METHODS if m != "ours" or resolve(cfg.basis).is_file()]

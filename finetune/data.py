@@ -31,6 +31,7 @@ class TaskData:
     units_to_mm: float = 1000.0                 # scene units are metres
     kind: str = "partitions"                    # or "rgbd", "clearpose" (scene folders)
     evaluation: str = "face"                    # finetune.evaluate.EVALUATIONS: which per-sequence metrics
+    max_dist_mm: float = 20.0                   # points metrics: distances capped here (the task's scale)
 
     def dataset(self, split: str, frames: int, resolution: int | None, seed: int = 0, normalize: bool = True,
                 extras: bool = False) -> Dataset:

@@ -122,8 +122,25 @@ def transparent_sequence_metrics(pred_depth: np.ndarray, seq: dict, units_to_mm:
             "transparent_share": float(glass.sum() / max(valid.sum(), 1))}
 
 
+HUMAN_KEYS = ("abs_rel", "delta1", *POINT_KEYS)
+
+
+def human_sequence_metrics(pred_depth: np.ndarray, seq: dict, units_to_mm: float, max_dist_mm: float) -> dict:
+    """The human task's per-sequence numbers: AbsRel and δ<1.25 of each view's median-scaled depth on the
+    body, and Accuracy / Completeness / NC of the fused body points (every view, every 2nd pixel)."""
+    gt = seq["depths"].numpy().astype(np.float64)
+    valid = seq["point_masks"].numpy()
+    K, E = seq["intrinsics"].numpy().astype(np.float64), seq["extrinsics"].numpy().astype(np.float64)
+    scaled = [_scaled(pred_depth[v].astype(np.float64), gt[v], valid[v]) for v in range(len(gt))]
+    views = [depth_metrics(scaled[v], gt[v], valid[v], align="none") for v in range(len(gt))]
+    points = _fused_point_metrics(scaled, gt, K, E, valid, valid & _thin(valid.shape[1:]), units_to_mm, max_dist_mm)
+    return {"abs_rel": float(np.nanmean([r["abs_rel"] for r in views])),
+            "delta1": float(np.nanmean([r["delta1"] for r in views])), **{k: points[k] for k in POINT_KEYS}}
+
+
 # evaluation name (TaskData.evaluation) -> (per-sequence metrics, the keys a split summary averages)
-EVALUATIONS = {"face": (sequence_metrics, SEQUENCE_KEYS), "transparent": (transparent_sequence_metrics, TRANSPARENT_KEYS)}
+EVALUATIONS = {"face": (sequence_metrics, SEQUENCE_KEYS), "transparent": (transparent_sequence_metrics, TRANSPARENT_KEYS),
+               "human": (human_sequence_metrics, HUMAN_KEYS)}
 
 
 @torch.no_grad()
@@ -187,5 +204,5 @@ def eer_threshold(rows: list[dict], labels: list[int]) -> float | None:
     return threshold_at_eer(scores, labs)
 
 
-__all__ = ["sequence_metrics", "transparent_sequence_metrics", "predict_split", "constant_depth_rows", "summarize",
+__all__ = ["sequence_metrics", "transparent_sequence_metrics", "human_sequence_metrics", "predict_split", "constant_depth_rows", "summarize",
            "eer_threshold", "EVALUATIONS"]

@@ -38,7 +38,7 @@ from .data import TaskData, TaskDataError
 from .methods import BASIS_METHODS, METHODS, MethodContext, MethodError, prepare
 
 REPO = Path(__file__).resolve().parents[1]
-TASKS = ("face", "transparent")
+TASKS = ("face", "transparent", "human")
 NO_FINETUNE = "none"
 LR_GRIDS = {  # peak learning rates tried per method (AdamW); chosen on validation
     "ours": (1e-3, 3e-3, 1e-2), "psv": (1e-3, 3e-3, 1e-2), "random": (1e-3, 3e-3, 1e-2),
@@ -69,7 +69,9 @@ class FinetuneConfig:
     warmup: float = 0.05
     weight_decay: float = 0.0
     calibration_batches: int = 8          # EVA / CorDA: training batches their init sees
-    max_dist_mm: float = 20.0             # points metrics: distances capped here
+    max_dist_mm: float | None = None      # points metrics: distances capped here (None: the task's, TaskData)
+    ranks: tuple[int, ...] | None = None  # --compare: LoRA at each of these ranks (None: --rank only)
+    bases: tuple[str, ...] | None = None  # --compare: ours with each of these bases (None: --basis only)
     checkpoint: str = "assets/vggt_small.safetensors"
     model_preset: str | None = None
     basis: str = "mined/basis.safetensors"
@@ -91,6 +93,10 @@ class FinetuneConfig:
             raise FinetuneError(f"--dim must be >= 1, got {self.dim}")
         if self.lr is not None and not self.lr > 0:
             raise FinetuneError(f"--lr must be > 0, got {self.lr}")
+        if self.ranks is not None and (not self.ranks or min(self.ranks) < 1):
+            raise FinetuneError(f"--ranks must be whole numbers >= 1, got {list(self.ranks)}")
+        if self.bases is not None and not self.bases:
+            raise FinetuneError("--bases names no basis file")
 
     @property
     def task_dir(self) -> Path:
@@ -142,12 +148,24 @@ def task_data(cfg: FinetuneConfig, renderer=None, say=print) -> TaskData:
         data = load_task_data(cfg.data, name=cfg.task)
         data.evaluation = "transparent"
         return data
+    if cfg.task == "human" and cfg.data is not None:
+        from .tasks.human import HumanData, is_human_scans, scan_task_data
+        if is_human_scans(cfg.data):
+            return scan_task_data(cfg.data, HumanData(resolution=cfg.resolution, views=max(cfg.frames, 4)),
+                                  renderer=renderer, progress=cfg.progress, say=say)
+        data = load_task_data(cfg.data, name=cfg.task)
+        data.evaluation, data.max_dist_mm = "human", 100.0
+        return data
     if cfg.data is not None:
         return load_task_data(cfg.data, name=cfg.task)
     if cfg.task == "face":
         from .tasks.face import FaceData, prepare_face_data
         return prepare_face_data(FaceData(resolution=cfg.resolution, views=max(cfg.frames, 4)), renderer=renderer,
                                  progress=cfg.progress, say=say)
+    if cfg.task == "human":
+        from .tasks.human import HumanData, prepare_human_data
+        return prepare_human_data(HumanData(resolution=cfg.resolution, views=max(cfg.frames, 4)), renderer=renderer,
+                                  progress=cfg.progress, say=say)
     raise FinetuneError(f"task {cfg.task!r}: unknown; choose from {', '.join(TASKS)}")
 
 
@@ -187,8 +205,8 @@ def check_basis(cfg: FinetuneConfig) -> None:
 
 def method_size(cfg: FinetuneConfig, method: str) -> tuple[str, int | None]:
     """(folder tag, rank or dim) of a method: LoRA-family rank, generated-basis dim, or the mined basis."""
-    if method == "ours":
-        return "mined", None
+    if method == "ours":   # several bases in one comparison: each its own folder
+        return ("mined" if not cfg.bases or len(cfg.bases) < 2 else f"mined-{Path(cfg.basis).stem}"), None
     if method in ("psv", "random"):
         return f"d{basis_dim(cfg)}", basis_dim(cfg)
     if method == "full":
@@ -298,7 +316,7 @@ def evaluate_model(cfg: FinetuneConfig, data: TaskData, model, folder: Path | No
     threshold = None
     for split in ("val", "test"):
         ds = data.dataset(split, cfg.frames, cfg.resolution, normalize=False)
-        rows = predict_split(model, ds, device, data.units_to_mm, cfg.max_dist_mm, evaluation=data.evaluation)
+        rows = predict_split(model, ds, device, data.units_to_mm, max_dist(cfg, data), evaluation=data.evaluation)
         labels = data.labels(split, ds)
         info = data.sequence_info(split, ds)
         for r, i in zip(rows, info):
@@ -317,6 +335,11 @@ def evaluate_model(cfg: FinetuneConfig, data: TaskData, model, folder: Path | No
     return out
 
 
+def max_dist(cfg: FinetuneConfig, data: TaskData) -> float:
+    """The points metrics' distance cap: the config's, else the task's (TaskData.max_dist_mm)."""
+    return cfg.max_dist_mm if cfg.max_dist_mm is not None else getattr(data, "max_dist_mm", 20.0)
+
+
 def no_finetune(cfg: FinetuneConfig, data: TaskData) -> dict:
     """The base model and a constant depth map on the same splits (the table's first rows)."""
     from .evaluate import constant_depth_rows, eer_threshold, summarize
@@ -329,11 +352,18 @@ def no_finetune(cfg: FinetuneConfig, data: TaskData) -> dict:
     const = {}
     for split in ("val", "test"):
         ds = data.dataset(split, cfg.frames, cfg.resolution, normalize=False)
-        rows = constant_depth_rows(ds, data.units_to_mm, cfg.max_dist_mm, data.evaluation)
+        rows = constant_depth_rows(ds, data.units_to_mm, max_dist(cfg, data), data.evaluation)
+        for r, i in zip(rows, data.sequence_info(split, ds)):
+            r["source"] = i.get("source")
         const[split] = (rows, data.labels(split, ds))
     t = eer_threshold(*const["val"])
     record["constant_depth"] = {s: summarize(r, lab, t if s == "test" else None, data.evaluation)
                                 for s, (r, lab) in const.items()}
+    rows, labels = const["test"]
+    record["constant_depth"]["test_by_source"] = {
+        src: summarize([r for r in rows if r["source"] == src], [lab for r, lab in zip(rows, labels) if r["source"] == src],
+                       t, data.evaluation) for src in sorted({r["source"] for r in rows} - {None})}
+    record["max_dist_mm"] = max_dist(cfg, data)
     record = _finite(record)
     write_json(done, record)
     return record
@@ -400,14 +430,31 @@ def compare(cfg: FinetuneConfig, data: TaskData, methods=METHODS, say=print) -> 
     base = no_finetune(cfg, data)
     results = []
     for m in methods:
-        try:
-            results.append(run_method(cfg, data, m, say=say))
-        except (MethodError, FinetuneError) as e:
-            if m == "ours" and not resolve(cfg.basis).is_file():
-                say(f"skipping ours: {e}")
-                continue
-            raise
+        for variant, label in _variants(cfg, m):
+            try:
+                res = run_method(variant, data, m, say=say)
+            except (MethodError, FinetuneError) as e:
+                if m == "ours" and not resolve(variant.basis).is_file():
+                    say(f"skipping ours: {e}")
+                    continue
+                raise
+            results.append(res | {"method": label})
     return write_comparison(cfg, base, results)
+
+
+def _variants(cfg: FinetuneConfig, method: str) -> list[tuple[FinetuneConfig, str]]:
+    """(config, row label) of each size a comparison trains a method at: LoRA at every ``--ranks``, ours
+    with every ``--bases`` (labelled by the basis's mean per-layer dimension); one row otherwise."""
+    if method == "lora" and cfg.ranks:
+        return [(dataclasses.replace(cfg, rank=r), f"lora r{r}") for r in cfg.ranks]
+    if method == "ours" and cfg.bases and len(cfg.bases) > 1:
+        out = []
+        for b in cfg.bases:
+            v = dataclasses.replace(cfg, basis=b)
+            dim = basis_dim(dataclasses.replace(v, dim=None)) if resolve(b).is_file() else "?"
+            out.append((v, f"ours d{dim} ({Path(b).stem})"))
+        return out
+    return [(cfg, method)]
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------
@@ -440,4 +487,4 @@ def _finite(obj):
 
 
 __all__ = ["FinetuneConfig", "FinetuneError", "LR_GRIDS", "task_data", "run_one", "run_method", "compare",
-           "no_finetune", "evaluate_model", "target_layers", "TASKS"]
+           "no_finetune", "evaluate_model", "target_layers", "max_dist", "TASKS"]

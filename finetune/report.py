@@ -19,18 +19,35 @@ import numpy as np
 
 from common.atomic import atomic_path, write_json, write_text
 
-# (key in a split summary, column title, better)
-COLUMNS = (("abs_rel", "AbsRel", "↓"), ("delta1", "δ<1.25", "↑"), ("acc_mean", "Acc mm", "↓"),
-           ("comp_mean", "Comp mm", "↓"), ("nc_mean", "NC", "↑"), ("auc", "AUC", "↑"), ("acer", "ACER", "↓"))
-SCAN_COLUMNS = (("abs_rel", "scan AbsRel", "↓"), ("acc_mean", "scan Acc mm", "↓"))
-TRANSPARENT_COLUMNS = (("abs_rel", "AbsRel", "↓"), ("delta1", "δ<1.25", "↑"), ("abs_rel_tr", "AbsRel glass", "↓"),
-                       ("delta1_tr", "δ<1.25 glass", "↑"), ("acc_mean", "Acc mm glass", "↓"),
-                       ("comp_mean", "Comp mm glass", "↓"), ("nc_mean", "NC glass", "↑"))
-# task -> (columns of the test split, columns of the test sequences of source "scan"), plotted keys
-TASK_COLUMNS = {"face": (COLUMNS, SCAN_COLUMNS), "transparent": (TRANSPARENT_COLUMNS, ())}
+# (source of the test sequences, or None for the whole test split; key in a split summary; column title; better)
+FACE_COLUMNS = ((None, "abs_rel", "AbsRel", "↓"), (None, "delta1", "δ<1.25", "↑"), (None, "acc_mean", "Acc mm", "↓"),
+                (None, "comp_mean", "Comp mm", "↓"), (None, "nc_mean", "NC", "↑"), (None, "auc", "AUC", "↑"),
+                (None, "acer", "ACER", "↓"), ("scan", "abs_rel", "scan AbsRel", "↓"), ("scan", "acc_mean", "scan Acc mm", "↓"))
+TRANSPARENT_COLUMNS = ((None, "abs_rel", "AbsRel", "↓"), (None, "delta1", "δ<1.25", "↑"),
+                       (None, "abs_rel_tr", "AbsRel glass", "↓"), (None, "delta1_tr", "δ<1.25 glass", "↑"),
+                       (None, "acc_mean", "Acc mm glass", "↓"), (None, "comp_mean", "Comp mm glass", "↓"),
+                       (None, "nc_mean", "NC glass", "↑"))
+HUMAN_COLUMNS = tuple((src, key, f"{tag} {title}", better) for src, tag in (("in-domain", "in"), ("cross-domain", "cross"))
+                      for key, title, better in (("abs_rel", "AbsRel", "↓"), ("acc_mean", "Acc mm", "↓"),
+                                                 ("comp_mean", "Comp mm", "↓"), ("nc_mean", "NC", "↑")))
+TASK_COLUMNS = {"face": FACE_COLUMNS, "transparent": TRANSPARENT_COLUMNS, "human": HUMAN_COLUMNS}
+SOURCE_TAGS = {"scan": "scan", "in-domain": "in", "cross-domain": "cross"}   # a source's prefix in column names
+# task -> (column name, plot title) of the metrics-vs-parameters plot
 PLOTTED = {"face": (("abs_rel", "AbsRel ↓"), ("acc_mean", "Acc (mm) ↓"), ("nc_mean", "NC ↑"), ("auc", "AUC ↑")),
            "transparent": (("abs_rel", "AbsRel ↓"), ("abs_rel_tr", "AbsRel glass ↓"), ("acc_mean", "Acc glass (mm) ↓"),
-                           ("nc_mean", "NC glass ↑"))}
+                           ("nc_mean", "NC glass ↑")),
+           "human": (("in_acc_mean", "in-domain Acc (mm) ↓"), ("in_nc_mean", "in-domain NC ↑"),
+                     ("cross_acc_mean", "cross-domain Acc (mm) ↓"), ("cross_nc_mean", "cross-domain NC ↑"))}
+
+
+def column_name(source: str | None, key: str) -> str:
+    """A column's name in table rows, compare.csv and compare.json: the key, prefixed by its source's tag."""
+    return key if source is None else f"{SOURCE_TAGS.get(source, source)}_{key}"
+
+
+def _value(record: dict, source: str | None, key: str):
+    split = record.get("test") if source is None else (record.get("test_by_source") or {}).get(source)
+    return (split or {}).get(key)
 
 
 def _stat(values) -> tuple[float, float, int]:
@@ -48,20 +65,18 @@ def _fmt(mean: float, std: float, digits: int = 3) -> str:
 
 
 def table_rows(base: dict, results: list[dict], task: str = "face") -> list[dict]:
-    """One dict per row: name, trainable, lr, seeds, and (mean, std) per column."""
-    columns, scan_columns = TASK_COLUMNS[task]
-
+    """One dict per row: name, trainable, lr, seeds, and (mean, std, n) per column (``column_name``)."""
     def row(name, records, trainable, lr):
         out = {"method": name, "trainable": trainable, "lr": lr, "seeds": len(records)}
-        for key, _, _ in columns:
-            out[key] = _stat([(r.get("test") or {}).get(key) for r in records])
-        for key, _, _ in scan_columns:
-            out["scan_" + key] = _stat([((r.get("test_by_source") or {}).get("scan") or {}).get(key) for r in records])
+        for source, key, _, _ in TASK_COLUMNS[task]:
+            out[column_name(source, key)] = _stat([_value(r, source, key) for r in records])
         return out
 
     rows = [row("no fine-tuning", [base], 0, None)]
     if base.get("constant_depth"):
-        rows.append(row("constant depth (control)", [{"test": base["constant_depth"]["test"]}], 0, None))
+        const = base["constant_depth"]
+        rows.append(row("constant depth (control)", [{"test": const["test"],
+                                                      "test_by_source": const.get("test_by_source")}], 0, None))
     for res in results:
         finished = [r for r in res["runs"] if r.get("status") == "finished"]
         trainable = res["runs"][0]["trainable"] if res["runs"] else 0
@@ -70,21 +85,19 @@ def table_rows(base: dict, results: list[dict], task: str = "face") -> list[dict
 
 
 def markdown(rows: list[dict], notes: list[str], task: str = "face") -> str:
-    columns, scan_columns = TASK_COLUMNS[task]
-    head = ["method", "trainable", "lr", "seeds"] + [f"{t} {b}" for _, t, b in columns + scan_columns]
+    columns = TASK_COLUMNS[task]
+    head = ["method", "trainable", "lr", "seeds"] + [f"{t} {b}" for _, _, t, b in columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["method"], f"{r['trainable']:,}", "—" if r["lr"] is None else f"{r['lr']:g}", str(r["seeds"])]
-        cells += [_fmt(*r[k][:2]) for k, _, _ in columns]
-        cells += [_fmt(*r["scan_" + k][:2]) for k, _, _ in scan_columns]
+        cells += [_fmt(*r[column_name(s, k)][:2]) for s, k, _, _ in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines + [""] + [f"- {n}" for n in notes]) + "\n"
 
 
 def csv_text(rows: list[dict], task: str = "face") -> str:
-    columns, scan_columns = TASK_COLUMNS[task]
     buf = io.StringIO()
-    keys = [k for k, _, _ in columns] + ["scan_" + k for k, _, _ in scan_columns]
+    keys = [column_name(s, k) for s, k, _, _ in TASK_COLUMNS[task]]
     w = csv.writer(buf)
     w.writerow(["method", "trainable", "lr", "seeds"] + [f"{k}_{s}" for k in keys for s in ("mean", "std")])
     for r in rows:
@@ -97,10 +110,8 @@ def notes(base: dict, results: list[dict], cfg) -> list[str]:
     out = [f"test split, {base['test'].get('sequences', 0)} sequences; {cfg.steps} steps, batch {cfg.batch_size}, "
            f"{cfg.frames} views at {cfg.resolution} px, heads {cfg.heads}; mean ± std over seeds",
            "AbsRel / δ<1.25 after per-view median scaling; points from the scaled depth and the ground-truth "
-           f"cameras, distances capped at {cfg.max_dist_mm:g} mm; "
-           + ("AUC / ACER of the relief score of the predicted face (ACER at the validation EER threshold)"
-              if cfg.task == "face" else "'glass': on the pixels whose first surface is a transparent object "
-              "(the median scale still comes from all pixels)")]
+           f"cameras, distances capped at {base.get('max_dist_mm') or cfg.max_dist_mm or 20:g} mm; "
+           + TASK_NOTES.get(cfg.task, "")]
     auc_gt = base["test"].get("auc_gt")
     if auc_gt is not None:
         out.append(f"oracle: the relief score of the ground-truth geometry separates live from spoof with AUC "
@@ -110,6 +121,15 @@ def notes(base: dict, results: list[dict], cfg) -> list[str]:
                          for t in res["grid"])
         out.append(f"{res['method']}: lr picked on validation AbsRel from [{grid}]")
     return out
+
+
+TASK_NOTES = {
+    "face": "AUC / ACER of the relief score of the predicted face (ACER at the validation EER threshold)",
+    "transparent": "'glass': on the pixels whose first surface is a transparent object (the median scale still "
+                   "comes from all pixels)",
+    "human": "'in': test subjects of the training domain; 'cross': the other domain (body, clothing, pose, camera "
+             "height and light differ), never trained on; points of the whole body, every view fused",
+}
 
 
 def write_comparison(cfg, base: dict, results: list[dict]) -> dict:
@@ -176,4 +196,4 @@ def plot_losses(results: list[dict], path: Path) -> None:
         fig.savefig(tmp, dpi=100, format="png")
 
 
-__all__ = ["write_comparison", "table_rows", "markdown", "csv_text"]
+__all__ = ["write_comparison", "table_rows", "markdown", "csv_text", "column_name", "TASK_COLUMNS"]

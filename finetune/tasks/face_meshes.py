@@ -126,13 +126,13 @@ def _number(u: Unit) -> int:
 
 # ------------------------------------------------------------------------------------------ writers
 
-def ply_bytes(mesh: LiveMesh) -> bytes:
+def ply_bytes(mesh: LiveMesh, comment: str = "AttrSpace face mesh: metres, +Y up, face looking along +Z") -> bytes:
     """Binary little-endian PLY with float32 xyz, uchar rgb per vertex and int32 triangles: the smallest
     common format every mesh reader (trimesh, Blender, Open3D, MeshLab) takes with vertex colours."""
     v = np.asarray(mesh.vertices, dtype="<f4")
     rgb = (np.clip(mesh.colors, 0, 1) * 255.0 + 0.5).astype(np.uint8)
     header = ("ply\nformat binary_little_endian 1.0\n"
-              "comment AttrSpace face mesh: metres, +Y up, face looking along +Z\n"
+              f"comment {comment}\n"
               f"element vertex {len(v)}\nproperty float x\nproperty float y\nproperty float z\n"
               "property uchar red\nproperty uchar green\nproperty uchar blue\n"
               f"element face {len(mesh.faces)}\nproperty list uchar int vertex_indices\nend_header\n")
