@@ -219,7 +219,7 @@ def finetune(
     rank: int = typer.Option(16, help="LoRA-family rank r"),
     ranks: Optional[str] = typer.Option(None, help="--compare: LoRA at each of these ranks, e.g. 4,16,64,192"),
     bases: Optional[str] = typer.Option(None, help="--compare: ours with each of these basis files (comma-separated), "
-                                                   "e.g. bases mined at several d′ (mine basis --rank D --out F)"),
+                                                   "e.g. bases mined at several d′ (mine basis --rank D --out-file F)"),
     dim: Optional[int] = typer.Option(None, help="psv / random basis dimension (default: the mined basis's)"),
     steps: int = typer.Option(200, help="optimizer steps of every run"),
     lr: Optional[float] = typer.Option(None, help="peak learning rate (default: the method's grid, picked on val)"),
