@@ -215,6 +215,7 @@ def finetune(
                                             "THuman 2.1 / 2K2K via --data)"),
     method: str = typer.Option("ours", help="ours | psv | random | lora | pissa | adalora | eva | corda | full"),
     compare: bool = typer.Option(False, "--compare", help="every method at the same budget, the paper-style table"),
+    methods: Optional[str] = typer.Option(None, help="--compare: only these methods (comma-separated; default: all)"),
     basis: Path = typer.Option(Path("mined/basis.safetensors"), help="the mined basis (python cli.py mine)"),
     rank: int = typer.Option(16, help="LoRA-family rank r"),
     ranks: Optional[str] = typer.Option(None, help="--compare: LoRA at each of these ranks, e.g. 4,16,64,192"),
@@ -257,19 +258,23 @@ def finetune(
                              basis=base_list[0] if base_list else str(basis), targets=targets, out=str(out),
                              device=device, ranks=rank_list, bases=base_list)
         from finetune.harness import resolve
+        chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else list(METHODS)
+        unknown = [m for m in chosen if m not in METHODS]
+        if unknown or not chosen:
+            fail(f"--methods {methods!r}: unknown {', '.join(unknown) or 'nothing'}; choose from {', '.join(METHODS)}")
         if not compare and method == "ours" and not resolve(cfg.basis).is_file():
             fail(f"{basis}: no basis; make it with `python cli.py mine` (or pick --method psv / random / lora ...)")
         if not resolve(cfg.checkpoint).is_file():
             fail(f"{checkpoint}: no such checkpoint")
-        if method == "ours" or compare:              # before any data is built
+        if method == "ours" or (compare and "ours" in chosen):   # before any data is built
             import dataclasses
             for b in cfg.bases or (cfg.basis,):
                 if resolve(b).is_file():
                     check_basis(dataclasses.replace(cfg, basis=b))
         data_ = task_data(cfg, say=typer.echo)
         if compare:
-            methods = [m for m in METHODS if m != "ours" or resolve(cfg.basis).is_file()]
-            if "ours" not in methods:
+            methods = [m for m in chosen if m != "ours" or resolve(cfg.basis).is_file()]
+            if "ours" in chosen and "ours" not in methods:
                 typer.echo(f"note: {basis} is missing, so the table has no `ours` row (make it with `python cli.py mine`)")
             result = compare_all(cfg, data_, methods, say=typer.echo)
             typer.echo(result["markdown"])

@@ -199,12 +199,15 @@ def test_cli_on_scans_and_bad_data(tmp_path, tiny_checkpoint):
     write_2k2k_fixture(tmp_path / "data/2K2K", subjects=1)
     common = ["--checkpoint", str(tiny_checkpoint), "--resolution", "28", "--frames", "2",
               "--basis", str(tmp_path / "none"), "--out", str(tmp_path / "runs")]
-    r = cli("finetune", "human", "--method", "lora", "--lr", "1e-3", "--steps", "2", "--data", str(tmp_path / "data"),
-            *common, cwd=tmp_path)
+    r = cli("finetune", "human", "--compare", "--methods", "lora", "--ranks", "2,4", "--lr", "1e-3", "--steps", "2",
+            "--data", str(tmp_path / "data"), *common, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    record = json.loads((tmp_path / "runs/human/lora-r16/lr0.001/seed0/record.json").read_text())
+    record = json.loads((tmp_path / "runs/human/lora-r4/lr0.001/seed0/record.json").read_text())
     assert set(record["test_by_source"]) == {IN_DOMAIN, CROSS_DOMAIN}
-    assert "cross Acc mm" in r.stdout and "| lora |" in r.stdout
+    assert "cross Acc mm" in r.stdout and "| lora r2 |" in r.stdout and "| lora r4 |" in r.stdout
+    assert "| psv |" not in r.stdout                      # --methods: only LoRA trained
+    r = cli("finetune", "human", "--compare", "--methods", "lora,nope", *common, cwd=tmp_path)
+    assert r.returncode == 2 and "nope" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert (tmp_path / "data/human/scans/data/render/cross/p000/manifest.json").is_file()
     (tmp_path / "empty").mkdir()
     r = cli("finetune", "human", "--method", "lora", "--data", str(tmp_path / "empty"), *common, cwd=tmp_path)
