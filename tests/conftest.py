@@ -104,6 +104,18 @@ def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
 
 
 
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A randomly initialised ``tiny`` model (seed 0) saved as a checkpoint: the base of fine-tuning tests."""
+    from model import VGGT, VGGTConfig, save_checkpoint
+    from training.rng import seeded
+
+    path = tmp_path_factory.mktemp("tiny") / "tiny.safetensors"
+    with seeded(0):
+        save_checkpoint(VGGT(VGGTConfig.preset("tiny")), path)
+    return path
+
+
 def import_bpy():
     """``import bpy`` or skip; a clear failure where pymeshlab was imported into this process first (its
     bundled libembree4.so.4 shadows Blender's: "undefined symbol: rtcGetSceneTraversable")."""

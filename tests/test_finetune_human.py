@@ -26,21 +26,11 @@ from finetune.tasks.human import (CROSS_DOMAIN, DOMAINS, IN_DOMAIN, HumanData, p
 from finetune.tasks.human_body import load_anny_body, posed_body  # noqa: E402
 from finetune.tasks.human_dress import dress, sample_outfit, skirt_tube  # noqa: E402
 from finetune.tasks.human_scans import write_2k2k_fixture, write_thuman_fixture  # noqa: E402
-from model import VGGT, VGGTConfig, save_checkpoint  # noqa: E402
-from training.rng import seeded  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def body():
     return load_anny_body()
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny") / "tiny.safetensors"
-    with seeded(0):
-        save_checkpoint(VGGT(VGGTConfig.preset("tiny")), path)
-    return path
 
 
 def _subject(body, domain=IN_DOMAIN, number=0, **outfit):

@@ -21,16 +21,6 @@ from finetune.harness import FinetuneConfig, run_method  # noqa: E402
 from finetune.tasks.clearpose import write_clearpose_fixture  # noqa: E402
 from finetune.tasks.transparent import (TransparentData, clearpose_splits, clearpose_task_data,  # noqa: E402
                                         prepare_transparent_data)
-from model import VGGT, VGGTConfig, save_checkpoint  # noqa: E402
-from training.rng import seeded  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny") / "tiny.safetensors"
-    with seeded(0):
-        save_checkpoint(VGGT(VGGTConfig.preset("tiny")), path)
-    return path
 
 
 def _plane_sequence(views: int = 2, hw=(24, 32)) -> dict:
