@@ -149,12 +149,13 @@ def task_data(cfg: FinetuneConfig, renderer=None, say=print) -> TaskData:
         data.evaluation = "transparent"
         return data
     if cfg.task == "human" and cfg.data is not None:
-        from .tasks.human import HumanData, is_human_scans, scan_task_data
-        if is_human_scans(cfg.data):
+        from .tasks.human import MAX_DIST_MM, HumanData, human_scans_at, scan_task_data
+        found = human_scans_at(cfg.data)
+        if found:
             return scan_task_data(cfg.data, HumanData(resolution=cfg.resolution, views=max(cfg.frames, 4)),
-                                  renderer=renderer, progress=cfg.progress, say=say)
+                                  renderer=renderer, progress=cfg.progress, say=say, found=found)
         data = load_task_data(cfg.data, name=cfg.task)
-        data.evaluation, data.max_dist_mm = "human", 100.0
+        data.evaluation, data.max_dist_mm = "human", MAX_DIST_MM
         return data
     if cfg.data is not None:
         return load_task_data(cfg.data, name=cfg.task)

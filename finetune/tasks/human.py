@@ -138,6 +138,7 @@ def dressed_ply(mesh) -> bytes:
 def build_human_meshes(cfg: HumanData = HumanData(), progress: bool = True) -> Path:
     """Generate every subject's dressed mesh (PLY with vertex colours) where missing, the index and the
     mesh lists; returns the index path. A finished build reruns in well under a second per subject."""
+    from .face_meshes import _write_if_changed
     from .human_body import load_anny_body, posed_body
     from .human_dress import dress, stature
 
@@ -182,12 +183,6 @@ def _claim(out: Path, args: dict) -> None:
             raise TaskDataError(f"{out} was built with other settings: {diff}; use another --root or the same settings")
     else:
         write_json(record, args)
-
-
-def _write_if_changed(path: Path, text: str) -> None:
-    if not (path.is_file() and path.read_text() == text):
-        from common.atomic import write_text
-        write_text(path, text)
 
 
 def _bar(items, enabled: bool):
@@ -280,24 +275,27 @@ def _task_data(jobs: dict, row_of, cfg: HumanData, settings: dict) -> TaskData:
 
 # ------------------------------------------------------------------------------------------ real scans
 
-def is_human_scans(root: str | Path) -> bool:
+def human_scans_at(root: str | Path) -> dict:
+    """The THuman 2.1 / 2K2K scans at ``root`` (``human_scans.find_human_datasets``), {} where there are none
+    (the folder holds another layout)."""
     from .human_scans import HumanScanError, find_human_datasets
     try:
-        return bool(find_human_datasets(root))
+        return find_human_datasets(root)
     except HumanScanError:
-        return False
+        return {}
 
 
 def scan_task_data(root: str | Path, cfg: HumanData = HumanData(), renderer=None, progress: bool = True,
-                   say=print) -> TaskData:
+                   say=print, found: dict | None = None) -> TaskData:
     """THuman 2.1 and/or 2K2K at ``root`` (docs/human.md): THuman split by subject (80 / 10 / 10) with 2K2K
     as the cross-domain test; one dataset alone is split by subject and has no cross-domain column.
     Renders go to ``cfg.root/scans/<root's name>/`` (resumable), with the in-domain rig and lighting for
-    both (the domain gap is then the data's own)."""
+    both (the domain gap is then the data's own). ``found``: the scans already found at ``root``, so that
+    the headers of thousands of scans are not read twice."""
     from .human_scans import THUMAN, TWO_K2K, HumanScanError, find_human_datasets, split_subjects, write_mesh_list
 
     try:
-        found = find_human_datasets(root)
+        found = found or find_human_datasets(root)
         main = THUMAN if THUMAN in found else TWO_K2K
         splits = split_subjects(found[main], seed=cfg.seed)
     except HumanScanError as e:
@@ -321,4 +319,4 @@ def scan_task_data(root: str | Path, cfg: HumanData = HumanData(), renderer=None
 
 
 __all__ = ["HumanData", "HumanDomain", "DOMAINS", "IN_DOMAIN", "CROSS_DOMAIN", "prepare_human_data", "scan_task_data",
-           "build_human_meshes", "load_human_index", "plan_subjects", "render_job", "is_human_scans", "MAX_DIST_MM"]
+           "build_human_meshes", "load_human_index", "plan_subjects", "render_job", "human_scans_at", "MAX_DIST_MM"]

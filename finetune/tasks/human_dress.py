@@ -217,6 +217,12 @@ def _pattern(p: np.ndarray, garment: dict) -> np.ndarray:
     return _smoothstep((_noise(p, garment["fold_seed"] + 7, (period, 3 * period)) - 0.3) * 3)
 
 
+def _cloth(p: np.ndarray, garment: dict) -> np.ndarray:
+    """The garment's two colours mixed by its print at points ``p`` (the print evaluated once)."""
+    w = _pattern(p, garment)[:, None]
+    return np.asarray(garment["color"])[None] * (1 - w) + np.asarray(garment["color2"])[None] * w
+
+
 def paint(r: Regions, cover: dict, hair: np.ndarray, outfit: dict, folds: dict) -> np.ndarray:
     """sRGB per vertex: skin, then shoes, bottom, top and hair over it; cloth darkened in its fold
     valleys (scans have their shading baked in)."""
@@ -228,8 +234,7 @@ def paint(r: Regions, cover: dict, hair: np.ndarray, outfit: dict, folds: dict) 
         rgb[legs] = np.asarray(outfit["legwear"])
     for name, key in (("bottom", "bottom_garment"), ("top", "top_garment")):
         g = outfit[key]
-        cloth = (np.asarray(g["color"])[None] * (1 - _pattern(p, g))[:, None]
-                 + np.asarray(g["color2"])[None] * _pattern(p, g)[:, None])
+        cloth = _cloth(p, g)
         cloth *= (1 + 0.05 * _noise(p, g["fold_seed"] + 3, (0.003, 0.01)))[:, None]   # weave
         cloth *= (1 - 0.25 * np.clip(-folds[name], 0, 1))[:, None]
         rgb = rgb * (1 - cover[name])[:, None] + cloth * cover[name][:, None]
@@ -313,9 +318,7 @@ def dress(body: AnnyBody, pb: PosedBody, outfit: dict) -> DressedMesh:
     colors = paint(r, cover, hair, outfit, folds)
     if outfit["bottom"] in ("skirt", "dress"):
         sv, sf = skirt_tube(v, r.group, pb, outfit)
-        g = outfit["bottom_garment"]
-        skirt_rgb = np.asarray(g["color"])[None] * (1 - _pattern(sv, g))[:, None] + \
-            np.asarray(g["color2"])[None] * _pattern(sv, g)[:, None]
+        skirt_rgb = _cloth(sv, outfit["bottom_garment"])
         faces = np.concatenate([faces, sf + len(v)])
         v, colors = np.concatenate([v, sv]), np.concatenate([colors, np.clip(skirt_rgb, 0, 1)])
     offset = -np.array([0.5 * (v[:, 0].min() + v[:, 0].max()), v[:, 1].min(), 0.5 * (v[:, 2].min() + v[:, 2].max())])
