@@ -5,6 +5,7 @@ initial adapter, so it loads onto an unmodified base model."""
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -23,7 +24,11 @@ def prepare(model: torch.nn.Module, ctx: MethodContext) -> Adapted:
     peft_model.peft_config["default"].init_lora_weights = "pissa"
 
     def save(folder: Path) -> None:
-        peft_model.save_pretrained(str(folder), path_initial_model_for_weight_conversion=str(initial))
+        with warnings.catch_warnings():
+            # the conversion loads the initial adapter beside the trained one for a moment, which makes peft warn
+            # against combining PiSSA with other adapters; that combination is exactly the conversion it asks for
+            warnings.filterwarnings("ignore", message="PiSSA changes the base weights")
+            peft_model.save_pretrained(str(folder), path_initial_model_for_weight_conversion=str(initial))
 
     params = lora_params(peft_model)
     return Adapted(model=peft_model, params=params, trainable=count_trainable(params), save=save,
