@@ -146,22 +146,37 @@ def write_comparison(cfg, base: dict, results: list[dict]) -> dict:
 
 
 def plot_metrics(rows: list[dict], path: Path, shown=PLOTTED["face"]) -> None:
+    """Each metric against trainable parameters (log scale). Rows of one family (ours at several d′, LoRA at
+    several ranks: the label's first word) share a colour and a line, so the paper's question — which rank does
+    LoRA need to match the basis — can be read off; the base model and the constant control are horizontal lines."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
-    fig = Figure(figsize=(12, 3.4))
+    fig = Figure(figsize=(12, 3.6))
     fig.set_layout_engine("constrained")
     axes = fig.subplots(1, len(shown))
-    base = next((r for r in rows if r["method"] == "no fine-tuning"), None)
+    controls = (("no fine-tuning", dict(color="grey", ls="--")), ("constant depth (control)", dict(color="black", ls=":")))
     methods = [r for r in rows if r["trainable"] > 0]
+    families = list(dict.fromkeys(r["method"].split()[0] for r in methods))
+    colours = {f: f"C{i % 10}" for i, f in enumerate(families)}
     for ax, (key, title) in zip(axes, shown):
-        for r in methods:
-            m, s, _ = r[key]
-            if math.isfinite(m):
-                ax.errorbar(r["trainable"], m, yerr=s if math.isfinite(s) else None, fmt="o", capsize=3)
-                ax.annotate(r["method"], (r["trainable"], m), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        if base is not None and math.isfinite(base[key][0]):
-            ax.axhline(base[key][0], color="grey", ls="--", lw=1, label="no fine-tuning")
+        for family in families:
+            pts = sorted((r["trainable"], *r[key][:2], r["method"]) for r in methods
+                         if r["method"].split()[0] == family and math.isfinite(r[key][0]))
+            if not pts:
+                continue
+            x, m, s, labels = zip(*pts)
+            ax.errorbar(x, m, yerr=[v if math.isfinite(v) else 0.0 for v in s], fmt="o-" if len(pts) > 1 else "o",
+                        color=colours[family], capsize=3, ms=4, lw=1, label=family)
+            for xi, mi, label in zip(x, m, labels):
+                short = label.split()[1] if len(pts) > 1 and len(label.split()) > 1 else label
+                ax.annotate(short, (xi, mi), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        for name, style in controls:
+            r = next((r for r in rows if r["method"] == name), None)
+            if r is not None and math.isfinite(r[key][0]):
+                ax.axhline(r[key][0], lw=1, label=name, **style)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("trainable parameters")
         ax.set_title(title, fontsize=10)
     axes[0].legend(fontsize=7)
