@@ -31,6 +31,7 @@ HUMAN_COLUMNS = tuple((src, key, f"{tag} {title}", better) for src, tag in (("in
                       for key, title, better in (("abs_rel", "AbsRel", "↓"), ("acc_mean", "Acc mm", "↓"),
                                                  ("comp_mean", "Comp mm", "↓"), ("nc_mean", "NC", "↑")))
 TASK_COLUMNS = {"face": FACE_COLUMNS, "transparent": TRANSPARENT_COLUMNS, "human": HUMAN_COLUMNS}
+BASE_ROW, CONSTANT_ROW = "no fine-tuning", "constant depth (control)"   # the control rows' labels (table and plot)
 SOURCE_TAGS = {"scan": "scan", "in-domain": "in", "cross-domain": "cross"}   # a source's prefix in column names
 # task -> (column name, plot title) of the metrics-vs-parameters plot
 PLOTTED = {"face": (("abs_rel", "AbsRel ↓"), ("acc_mean", "Acc (mm) ↓"), ("nc_mean", "NC ↑"), ("auc", "AUC ↑")),
@@ -72,10 +73,10 @@ def table_rows(base: dict, results: list[dict], task: str = "face") -> list[dict
             out[column_name(source, key)] = _stat([_value(r, source, key) for r in records])
         return out
 
-    rows = [row("no fine-tuning", [base], 0, None)]
+    rows = [row(BASE_ROW, [base], 0, None)]
     if base.get("constant_depth"):
         const = base["constant_depth"]
-        rows.append(row("constant depth (control)", [{"test": const["test"],
+        rows.append(row(CONSTANT_ROW, [{"test": const["test"],
                                                       "test_by_source": const.get("test_by_source")}], 0, None))
     for res in results:
         finished = [r for r in res["runs"] if r.get("status") == "finished"]
@@ -155,19 +156,20 @@ def plot_metrics(rows: list[dict], path: Path, shown=PLOTTED["face"]) -> None:
     fig = Figure(figsize=(12, 3.6))
     fig.set_layout_engine("constrained")
     axes = fig.subplots(1, len(shown))
-    controls = (("no fine-tuning", dict(color="grey", ls="--")), ("constant depth (control)", dict(color="black", ls=":")))
+    controls = ((BASE_ROW, dict(color="grey", ls="--")), (CONSTANT_ROW, dict(color="black", ls=":")))
     methods = [r for r in rows if r["trainable"] > 0]
-    families = list(dict.fromkeys(r["method"].split()[0] for r in methods))
+    family = {r["method"]: r["method"].split()[0] for r in methods}   # "lora r16" -> "lora"
+    families = list(dict.fromkeys(family.values()))
     colours = {f: f"C{i % 10}" for i, f in enumerate(families)}
     for ax, (key, title) in zip(axes, shown):
-        for family in families:
+        for fam in families:
             pts = sorted((r["trainable"], *r[key][:2], r["method"]) for r in methods
-                         if r["method"].split()[0] == family and math.isfinite(r[key][0]))
+                         if family[r["method"]] == fam and math.isfinite(r[key][0]))
             if not pts:
                 continue
             x, m, s, labels = zip(*pts)
             ax.errorbar(x, m, yerr=[v if math.isfinite(v) else 0.0 for v in s], fmt="o-" if len(pts) > 1 else "o",
-                        color=colours[family], capsize=3, ms=4, lw=1, label=family)
+                        color=colours[fam], capsize=3, ms=4, lw=1, label=fam)
             for xi, mi, label in zip(x, m, labels):
                 short = label.split()[1] if len(pts) > 1 and len(label.split()) > 1 else label
                 ax.annotate(short, (xi, mi), fontsize=7, xytext=(3, 3), textcoords="offset points")

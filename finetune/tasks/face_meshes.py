@@ -231,7 +231,7 @@ def build_face_meshes(out_dir: str | Path, identities: int = DEFAULT_IDENTITIES,
     for split in SPLITS:  # mesh lists in the render mesh mode's --meshes LIST.txt format
         names = [m["file"] for m in entries if m["split"] == split]
         write_text_if_changed(out / f"{split}.txt", f"# {split}: {len(names)} face meshes (index: {INDEX_NAME})\n"
-                          + "".join(f"{n}\n" for n in names))
+                              + "".join(f"{n}\n" for n in names))
     path = out / INDEX_NAME
     write_text_if_changed(path, json.dumps(index, indent=1) + "\n")
     return path

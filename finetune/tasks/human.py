@@ -160,7 +160,7 @@ def build_human_meshes(cfg: HumanData = HumanData(), progress: bool = True) -> P
     for name in LISTS:
         files = [r["file"] for r in rows if r["list"] == name]
         write_text_if_changed(out / f"{name}.txt", f"# {name}: {len(files)} human meshes ({INDEX_NAME})\n"
-                          + "".join(f"{f}\n" for f in files))
+                              + "".join(f"{f}\n" for f in files))
     index = {"format": FORMAT, "version": VERSION, "arguments": args, "units": "metres",
              "frame": "+Y up, facing +Z, feet on y = 0, bounding box centred in x and z",
              "domains": {k: asdict(v) for k, v in DOMAINS.items()},
