@@ -32,6 +32,8 @@ CAPS = (20.0, 100.0)
 
 def restore(run: Path) -> torch.nn.Module:
     """The base model with the run's saved adapter (a basis method's M's, or a peft LoRA)."""
+    if not (run / "record.json").is_file():
+        raise typer.BadParameter(f"{run}: no record.json (not a finished run of finetune transparent)")
     record = json.loads((run / "record.json").read_text())
     model = load_base(FinetuneConfig(task="transparent"))
     adapter = run / "adapter"
