@@ -23,9 +23,9 @@ from scipy.spatial import cKDTree
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from finetune.evaluate import _scaled, _thin  # noqa: E402
+from finetune.evaluate import _scaled, _thin, fused_clouds  # noqa: E402
 from finetune.harness import FinetuneConfig, load_base, task_data  # noqa: E402
-from finetune.metrics import _camera_points, depth_normals, unproject, world_normals  # noqa: E402
+from finetune.metrics import _camera_points, world_normals  # noqa: E402
 
 CAPS = (20.0, 100.0)
 
@@ -48,25 +48,20 @@ def restore(run: Path) -> torch.nn.Module:
     raise typer.BadParameter(f"{run}: no middle.safetensors or peft adapter under adapter/")
 
 
-def glass_clouds(depth: np.ndarray, seq: dict, units_to_mm: float):
-    """Predicted and true glass points (mm) and their normals, fused over the views as the table does."""
+def glass_clouds(depth: np.ndarray, seq: dict, units_to_mm: float) -> dict:
+    """Predicted and true glass points (mm) and world normals, fused over the views as the table does, with
+    each point's pixel ray in the world frame (the same for both: the points share their pixel)."""
     gt = seq["depths"].numpy().astype(np.float64)
     valid = seq["point_masks"].numpy()
     keep = seq["transparent_masks"].numpy().astype(bool) & valid & _thin(valid.shape[1:])
     K, E = seq["intrinsics"].numpy().astype(np.float64), seq["extrinsics"].numpy().astype(np.float64)
-    out = {"pred": [], "gt": [], "n_pred": [], "n_gt": [], "facing_pred": [], "facing_gt": []}
-    h, w = valid.shape[1:]
-    for v in range(len(gt)):
-        rays = _camera_points(np.ones((h, w)), K[v])      # the pixel rays at unit depth
-        rays /= np.linalg.norm(rays, axis=-1, keepdims=True)
-        scaled = _scaled(depth[v].astype(np.float64), gt[v], valid[v])
-        out["pred"].append(unproject(scaled, K[v], E[v], keep[v]) * units_to_mm)
-        out["gt"].append(unproject(gt[v], K[v], E[v], keep[v]) * units_to_mm)
-        for name, d in (("pred", scaled), ("gt", gt[v])):
-            n = depth_normals(np.where(valid[v], d, 0), K[v])
-            out[f"n_{name}"].append(world_normals(n, E[v])[keep[v]])
-            out[f"facing_{name}"].append(np.abs(np.sum(n[keep[v]] * rays[keep[v]], axis=1)))
-    return {k: np.concatenate(v) for k, v in out.items()}
+    scaled = [_scaled(depth[v].astype(np.float64), gt[v], valid[v]) for v in range(len(gt))]
+    pred, true, n_pred, n_gt = fused_clouds(scaled, gt, K, E, valid, keep, units_to_mm)
+    rays = [world_normals(_camera_points(np.ones(valid.shape[1:]), K[v]), E[v])[keep[v]] for v in range(len(gt))]
+    rays = np.concatenate(rays)                       # R^T of each view's unit-depth pixel ray
+    rays /= np.linalg.norm(rays, axis=1, keepdims=True)
+    return {"pred": pred, "gt": true, "n_pred": n_pred, "n_gt": n_gt,
+            "facing_pred": np.abs(np.sum(n_pred * rays, axis=1)), "facing_gt": np.abs(np.sum(n_gt * rays, axis=1))}
 
 
 def row(c: dict) -> dict:
@@ -101,6 +96,8 @@ def main(runs: list[Path] = typer.Option([], "--runs", help="finished run folder
     print("| model | " + " | ".join(keys) + " |")
     print("|---" * (len(keys) + 1) + "|")
     for name, model in models.items():
+        if model is not None:
+            model.eval()
         rows = []
         for i in range(len(ds)):
             seq = ds[i]
@@ -108,7 +105,7 @@ def main(runs: list[Path] = typer.Option([], "--runs", help="finished run folder
                 depth = np.ones(seq["depths"].shape)
             else:
                 with torch.no_grad():
-                    depth = model.eval()(seq["images"][None])["depth"][0, ..., 0].float().numpy()
+                    depth = model(seq["images"][None])["depth"][0, ..., 0].float().numpy()
             clouds = glass_clouds(depth, seq, data.units_to_mm)
             if len(clouds["pred"]) and len(clouds["gt"]):
                 rows.append(row(clouds))

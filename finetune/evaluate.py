@@ -65,17 +65,23 @@ def _thin(shape) -> np.ndarray:
     return thin
 
 
-def _fused_point_metrics(scaled, gt, K, E, valid, keep, units_to_mm: float, max_dist_mm: float) -> dict:
-    """Accuracy / Completeness / NC of the ``keep`` pixels of every view, unprojected with the ground-truth
-    cameras and fused; normals from the full-resolution (``valid``) depth maps, then picked like the points."""
+def fused_clouds(scaled, gt, K, E, valid, keep, units_to_mm: float) -> tuple[np.ndarray, ...]:
+    """Predicted and true points (mm) and world normals of the ``keep`` pixels of every view, unprojected with
+    the ground-truth cameras and fused (view by view, row-major); normals from the full-resolution (``valid``)
+    depth maps, then picked like the points."""
     pred_pts, gt_pts, pred_n, gt_n = [], [], [], []
     for v in range(len(gt)):
         pred_pts.append(unproject(scaled[v], K[v], E[v], keep[v]) * units_to_mm)
         gt_pts.append(unproject(gt[v], K[v], E[v], keep[v]) * units_to_mm)
         pred_n.append(world_normals(depth_normals(np.where(valid[v], scaled[v], 0), K[v]), E[v])[keep[v]])
         gt_n.append(world_normals(depth_normals(np.where(valid[v], gt[v], 0), K[v]), E[v])[keep[v]])
-    return point_metrics(np.concatenate(pred_pts), np.concatenate(gt_pts), np.concatenate(pred_n),
-                         np.concatenate(gt_n), max_dist=max_dist_mm)
+    return tuple(np.concatenate(x) for x in (pred_pts, gt_pts, pred_n, gt_n))
+
+
+def _fused_point_metrics(scaled, gt, K, E, valid, keep, units_to_mm: float, max_dist_mm: float) -> dict:
+    """Accuracy / Completeness / NC of the fused ``keep`` pixels (:func:`fused_clouds`)."""
+    pred, true, pred_n, true_n = fused_clouds(scaled, gt, K, E, valid, keep, units_to_mm)
+    return point_metrics(pred, true, pred_n, true_n, max_dist=max_dist_mm)
 
 
 def sequence_metrics(pred_depth: np.ndarray, seq: dict, units_to_mm: float, max_dist_mm: float) -> dict:
