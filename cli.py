@@ -140,6 +140,16 @@ def pretrain(
     out: Path = typer.Option(Path("runs/pretrain"), help="run folder: checkpoints, log.csv, loss curve, metrics"),
     ship: Optional[Path] = typer.Option(None, help="also write the weights (safetensors) and a model card here"),
     render: bool = typer.Option(True, "--render/--no-render", help="render missing partitions first"),
+    generator_config: Optional[Path] = typer.Option(None, help="JSON file of generator ranges for the pretraining "
+                                                    "domain (e.g. assets/generator_narrow.json); use its own --data"),
+    render_preset: str = typer.Option("default", help="render preset of the pretraining data"),
+    init_values: Optional[float] = typer.Option(None, help="LayerScale init of the aggregator blocks "
+                                                "(default: the recipe's, docs/model.md)"),
+    gamma_lr_scale: Optional[float] = typer.Option(None, help="learning-rate multiplier of the LayerScale gammas "
+                                                   "(default: the recipe's)"),
+    decay_all: bool = typer.Option(False, "--decay-all", help="weight decay on gammas, norms, biases and tokens too "
+                                   "(the first base model's recipe; for comparisons)"),
+    patch_embed: Optional[str] = typer.Option(None, help="conv | dino (a small DINOv2-style ViT) (default: the recipe's)"),
 ) -> None:
     """Pretrain a small VGGT from scratch on mixed renders (CPU-scale), evaluate it and write a model card."""
     from render.dataset import PartitionError
@@ -147,7 +157,10 @@ def pretrain(
 
     cfg = PretrainConfig(data=data, partitions=partitions, held_out=held_out, preset=preset, steps=steps,
                          batch_size=batch_size, frames=frames, resolution=resolution, lr=lr, seed=seed, out=out,
-                         ship=ship)
+                         ship=ship, generator_config=generator_config, render_preset=render_preset,
+                         decay_all=decay_all, **{k: v for k, v in dict(init_values=init_values, patch_embed=patch_embed,
+                                                                       gamma_lr_scale=gamma_lr_scale).items()
+                                                 if v is not None})
     try:
         if render:
             root = render_data(cfg)

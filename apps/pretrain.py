@@ -23,9 +23,12 @@ import torch
 from common.atomic import atomic_path, write_json, write_text
 from common.images import depth_to_color, inverse_depth_limits
 from model import VGGT, VGGTConfig, save_checkpoint
+from model.config import CUSTOM_DINO
 from render.presets import preset_job
 from training import LossWeights, SynthSequences, TrainConfig, find_partitions, make_loader, train, vggt_loss
-from training.evaluate import evaluate_on_motorcycle, evaluate_on_sequences, motorcycle_pair
+from training.evaluate import blocks_off_effect, evaluate_on_motorcycle, evaluate_on_sequences, motorcycle_pair
+from training.param_groups import pretraining_groups
+from training.trace import AggregatorTrace
 from training.logs import read_log
 from training.rng import seeded
 
@@ -38,6 +41,7 @@ class PretrainConfig:
     partitions: int = 96                # of which the last `held_out` are for evaluation only
     held_out: int = 8
     render_preset: str = "default"      # assets/render_presets.json
+    generator_config: Path | None = None  # JSON of generator ranges (the pretraining domain); None = MegaSynth's
     preset: str = "small"               # model preset
     frames: int = 4                     # views per training sequence
     resolution: int = 126
@@ -50,6 +54,13 @@ class PretrainConfig:
     depth_weight: float = 1.0
     point_weight: float = 1.0           # the point head is trained too (predict fuses depth, but users read both)
     color_jitter: float = 0.1
+    # The aggregator's blocks must open (docs/model.md, "Pretraining"): LayerScale init of its blocks, a
+    # learning-rate multiplier for every LayerScale gamma, and weight decay on matrices only.
+    init_values: float = 0.01           # the official VGGT value
+    gamma_lr_scale: float = 1.0
+    decay_all: bool = False             # True: decay gammas, norms, biases and tokens too (the first base model)
+    patch_embed: str = "conv"           # "conv", or "dino": a DINOv2-style ViT of `dino_depth` blocks
+    dino_depth: int = 2
     seed: int = 0
     out: Path = Path("runs/pretrain")
     ship: Path | None = None            # where to write the final weights and model card
@@ -59,7 +70,8 @@ def render_data(cfg: PretrainConfig, progress=None) -> Path:
     """Render (or finish rendering) the mixed partitions; returns their root."""
     from render.jobs import run
 
-    job = preset_job("mixed", cfg.partitions, cfg.data, cfg.render_preset, seed=cfg.seed)
+    job = preset_job("mixed", cfg.partitions, cfg.data, cfg.render_preset, seed=cfg.seed,
+                     generator_file=cfg.generator_config)
     done = len(find_partitions(job.root)) if job.root.is_dir() else 0
     if done < cfg.partitions:
         run(job, progress=progress)
@@ -82,18 +94,24 @@ def pretrain(cfg: PretrainConfig, root: Path, progress: bool = True) -> dict:
     train_set = SynthSequences(train_parts, seed=cfg.seed, color_jitter=cfg.color_jitter, **common)
     val_set = SynthSequences(val_parts, seed=cfg.seed + 1, **common)
 
-    model_cfg = VGGTConfig.preset(cfg.preset)
+    model_cfg = model_config(cfg)
     with seeded(cfg.seed):
         model = VGGT(model_cfg)
+    check_run_settings(cfg)
     tcfg = TrainConfig(steps=cfg.steps, lr=cfg.lr, warmup=cfg.warmup, weight_decay=cfg.weight_decay,
                        seed=cfg.seed, checkpoint_every=max(1, min(250, cfg.steps)), val_every=max(1, cfg.steps // 6),
                        progress=progress)
     weights = LossWeights(camera=cfg.camera_weight, depth=cfg.depth_weight, point=cfg.point_weight)
     loss_fn = functools.partial(vggt_loss, weights=weights)
     started = time.time()
-    result = train(model, model.parameters(), make_loader(train_set, batch_size=cfg.batch_size), tcfg,
-                   loss_fn=loss_fn, val_loader=make_loader(val_set, batch_size=cfg.batch_size, shuffle=False),
-                   out_dir=cfg.out)
+    groups = pretraining_groups(model, cfg.weight_decay, cfg.lr, cfg.gamma_lr_scale, cfg.decay_all)
+    trace = AggregatorTrace(model, cfg.out / "aggregator.csv", every=max(1, min(25, cfg.steps // 20)))
+    try:
+        result = train(model, groups, make_loader(train_set, batch_size=cfg.batch_size), tcfg, loss_fn=loss_fn,
+                       val_loader=make_loader(val_set, batch_size=cfg.batch_size, shuffle=False), out_dir=cfg.out,
+                       after_step=trace)
+    finally:
+        trace.close()
     if result.status == "interrupted":
         raise KeyboardInterrupt(result.message)     # the checkpoint is written; rerunning resumes
     if result.exit_code:
@@ -106,6 +124,7 @@ def pretrain(cfg: PretrainConfig, root: Path, progress: bool = True) -> dict:
     metrics = {
         "held_out_renders": evaluate_on_sequences(model, val_set),
         "middlebury_motorcycle": evaluate_on_motorcycle(model, width=cfg.resolution),
+        "aggregator": blocks_off_effect(model, val_set),
         "train": {"steps": result.step, "final_loss": final_loss, "seconds": train_seconds,
                   "sequences": len(train_set), "held_out_sequences": len(val_set),
                   "train_partitions": len(train_parts), "held_out_partitions": len(val_parts),
@@ -118,11 +137,88 @@ def pretrain(cfg: PretrainConfig, root: Path, progress: bool = True) -> dict:
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     write_json(cfg.out / "metrics.json", metrics)
+    plot_aggregator_trace(cfg.out / "aggregator.csv", cfg.out / "aggregator.png")
     if cfg.ship is not None:
+        refuse_bypassed(metrics["aggregator"], cfg.out)
         save_checkpoint(model, cfg.ship, dtype=SHIP_DTYPE, extra={"metrics": json.dumps(metrics)})
         example_figure(model, val_set, cfg.resolution, cfg.ship.with_name(cfg.ship.stem + "_examples.png"))
         write_text(cfg.ship.with_suffix(".md"), model_card(metrics, cfg.ship))
     return metrics
+
+
+def model_config(cfg: PretrainConfig) -> VGGTConfig:
+    """The model preset with the run's aggregator settings (LayerScale init, patch embedder)."""
+    base = VGGTConfig.preset(cfg.preset)
+    changes: dict = {"init_values": cfg.init_values}
+    if cfg.patch_embed == "dino":
+        changes |= {"patch_embed": CUSTOM_DINO, "dino_depth": cfg.dino_depth, "dino_heads": base.num_heads}
+    elif cfg.patch_embed != "conv":
+        raise ValueError(f"patch_embed must be conv or dino, got {cfg.patch_embed!r}")
+    return dataclasses.replace(base, **changes)
+
+
+# Settings a resumed run may change: where it writes and what it ships, not what it trains.
+_FREE_SETTINGS = ("out", "ship")
+
+
+def check_run_settings(cfg: PretrainConfig) -> None:
+    """Write the run's settings to OUT/settings.json, or refuse (ValueError naming the file and the
+    settings) when the run folder was started with other ones: a resumed run must be the same run."""
+    path = cfg.out / "settings.json"
+    mine = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(cfg).items()
+            if k not in _FREE_SETTINGS}
+    mine = json.loads(json.dumps(mine))
+    if path.exists():
+        theirs = json.loads(path.read_text())
+        changed = [f"{k}: {theirs.get(k)!r} -> {v!r}" for k, v in mine.items() if theirs.get(k) != v]
+        if changed:
+            raise ValueError(f"{path}: the run was started with other settings ({'; '.join(changed)}); "
+                             "use another --out for a new run")
+        return
+    write_json(path, mine)
+
+
+# A base model whose aggregator blocks make less than this share of its depth maps' shape
+# (training.evaluate.relief_change, median over held-out views) reads the patch embedding alone: its
+# blocks, and every adapter on them, act through a dead path.
+MIN_BLOCKS_RELIEF_CHANGE = 0.10
+
+
+def refuse_bypassed(effect: dict, out: Path) -> None:
+    if not effect["relief_change"] >= MIN_BLOCKS_RELIEF_CHANGE:
+        raise ValueError(f"{out}: not shipped: switching the aggregator blocks off changes the shape of the depth "
+                         f"maps by only {100 * effect['relief_change']:.1f} % (median; at least "
+                         f"{100 * MIN_BLOCKS_RELIEF_CHANGE:.0f} % needed): the blocks are bypassed")
+
+
+def plot_aggregator_trace(csv_path: Path, png: Path) -> None:
+    """Mean |gamma| and branch ratio of each aggregator block's LayerScales against the step, and the
+    gradient norm of the blocks beside the rest of the model's (training.trace)."""
+    from matplotlib.figure import Figure
+
+    rows = read_log(csv_path)
+    if not rows:
+        return
+    steps = [int(r["step"]) for r in rows]
+    fig = Figure(figsize=(13, 3.8))
+    axes = fig.subplots(1, 3)
+    for ax, suffix, title in ((axes[0], ".gamma", "mean |gamma|"), (axes[1], ".ratio", "RMS(gamma·branch) / RMS(input)")):
+        for key in [k for k in rows[0] if k.endswith(suffix)]:
+            ax.plot(steps, [float(r[key]) for r in rows], lw=1, ls="-" if key.startswith("frame") else "--",
+                    label=key.removesuffix(suffix))
+        ax.set_yscale("log")
+        ax.set(xlabel="step", title=title)
+    axes[0].legend(fontsize=6, ncol=2)
+    for key, label in (("blocks_grad", "aggregator blocks"), ("rest_grad", "everything else")):
+        axes[2].plot(steps, [float(r[key]) for r in rows], lw=1, label=label)
+    axes[2].set_yscale("log")
+    axes[2].set(xlabel="step", title="gradient norm (after clipping)")
+    axes[2].legend(fontsize=7)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
 
 
 def _training_log_summary(out: Path, last: int = 100) -> tuple[float | None, float | None]:
@@ -178,6 +274,7 @@ def model_card(m: dict, path: Path) -> str:
     lines += ["", f"Per held-out sequence, the model's depth beats the constant-depth baseline on "
                   f"{held['model']['abs_rel_wins']} of {held['model']['sequences']} sequences in AbsRel and on "
                   f"{held['model']['delta1_wins']} in δ<1.25."]
+    lines += aggregator_section(m.get("aggregator"))
     lines += ["", f"![held-out renders and the motorcycle pair]({path.stem}_examples.png)"]
     lines += ["",
               f"Motorcycle: left and right images resized to {moto['size']['width']}x{moto['size']['height']}, depth "
@@ -188,6 +285,30 @@ def model_card(m: dict, path: Path) -> str:
               "", "Numbers as measured by `python cli.py pretrain`; all metrics are in "
               f"`{m['pretrain_config']['out']}/metrics.json` and the file's safetensors metadata.", ""]
     return "\n".join(lines)
+
+
+def aggregator_section(effect: dict | None) -> list[str]:
+    """The card's check that the aggregator blocks matter: metrics with every block switched off."""
+    if not effect:
+        return []
+    fmt = lambda v, d=3: "—" if v is None or v != v else f"{v:.{d}f}"
+    gammas = list(effect.get("gamma", {}).values())
+    ratios = list(effect.get("branch_ratio", {}).values())
+    lines = ["", "## What the aggregator blocks do", "",
+             f"With every frame and global block switched off (LayerScale gammas set to 0; "
+             f"`training.evaluate.blocks_off_effect`, {effect['on']['sequences']} held-out sequences), the predicted "
+             f"depth changes by {100 * effect['depth_change']:.1f} % (median, relative), the shape of the depth maps "
+             f"by {100 * effect['relief_change']:.1f} % (scale-free, `relief_change`) and the predicted rotations by "
+             f"{fmt(effect['pose_change_deg'], 1)}°. A model whose blocks make less than "
+             f"{100 * MIN_BLOCKS_RELIEF_CHANGE:.0f} % of its depth maps' shape is not shipped.",
+             "", "| blocks | depth AbsRel | δ<1.25 | rotation error (°) | translation error (rel.) |", "|---|---|---|---|---|"]
+    for who, label in (("on", "on (this model)"), ("off", "switched off")):
+        r = effect[who]
+        lines.append(f"| {label} | {fmt(r['abs_rel'])} | {fmt(r['delta1'])} | {fmt(r['rot_deg'], 2)} | {fmt(r['trans_rel'])} |")
+    if gammas and ratios:
+        lines += ["", f"Mean |gamma| per LayerScale: {min(gammas):.3f} to {max(gammas):.3f}; each branch writes "
+                      f"{100 * min(ratios):.1f} to {100 * max(ratios):.1f} % of its block input's RMS into the residual stream."]
+    return lines
 
 
 @torch.no_grad()

@@ -4,6 +4,12 @@ parameter count of each component of the official-size model.
     python bench/model.py                       # tiny and small presets, 2/4/8 frames
     python bench/model.py --presets small --frames 4 16 --repeats 5
     python bench/model.py --params-only         # vggt-1b parameter table only (built on the meta device)
+    python bench/model.py --blocks-off-only     # what the shipped model's aggregator blocks do
+
+The blocks-off table (always printed, for assets/vggt_small.safetensors or --checkpoint) is the check
+that a base model's aggregator is not bypassed: its outputs with every frame/global block switched off
+(training.evaluate.blocks_off_effect) on the Middlebury motorcycle pair and, where they are rendered,
+the held-out mixed partitions of pretraining (data/synth/mixed p088-p095).
 
 Each measurement runs in a fresh process so that its peak resident memory (ru_maxrss) is its own;
 "peak MB" is that peak minus the process's resident memory before the first full pass (model and
@@ -116,6 +122,30 @@ def param_table() -> None:
         print(f"| {shown:<30} | {ours:>15,} | {official if official is None else format(official, ','):>15} | {match:^5} |")
 
 
+def blocks_off_table(checkpoint: Path, data: Path, held_out: range = range(88, 96)) -> None:
+    import torch
+    from model import load_model
+    from training import SynthSequences, find_partitions
+    from training.evaluate import blocks_off_effect, motorcycle_sequence
+
+    model = load_model(checkpoint)
+    sets = [("Middlebury motorcycle", [motorcycle_sequence(model.config.img_size, model.config.patch_size)])]
+    parts = [p for p in find_partitions(data) if int(p.name[1:]) in held_out] if data.is_dir() else []
+    if parts:
+        sets.append((f"held-out renders ({len(parts)} partitions)",
+                     SynthSequences(parts, num_frames=4, resolution=model.config.img_size, seed=1)))
+    print(f"\n{checkpoint}: aggregator blocks switched off (LayerScale gammas 0)")
+    print("| data | depth change | depth-map shape change | rotation change (°) | AbsRel on / off | rot (°) on / off |")
+    print("|---|---|---|---|---|---|")
+    for name, dataset in sets:
+        e = blocks_off_effect(model, dataset)
+        print(f"| {name} | {100 * e['depth_change']:.1f} % | {100 * e['relief_change']:.1f} % | "
+              f"{e['pose_change_deg']:.1f} | {e['on']['abs_rel']:.3f} / {e['off']['abs_rel']:.3f} | "
+              f"{e['on']['rot_deg']:.1f} / {e['off']['rot_deg']:.1f} |")
+    if not parts:
+        print(f"(no held-out renders in {data}: python cli.py pretrain renders them)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["tiny", "small"])
@@ -124,8 +154,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--params-only", action="store_true")
+    parser.add_argument("--blocks-off-only", action="store_true")
+    parser.add_argument("--checkpoint", type=Path, default=ROOT / "assets" / "vggt_small.safetensors")
+    parser.add_argument("--data", type=Path, default=Path("data/synth/mixed"))
     args = parser.parse_args()
 
+    if args.blocks_off_only:
+        blocks_off_table(args.checkpoint, args.data)
+        return
     if not args.params_only:
         print(f"CPU, {args.threads} threads, batch 1, float32; median of {args.repeats} passes after a warm-up")
         print(f"| {'preset':<6} | {'params':>10} | {'input':>14} | {'pass':<13} | {'time s':>8} | {'peak MB':>8} |")
@@ -139,6 +175,7 @@ def main() -> None:
                     print(f"| {preset:<6} | {n:>10,} | {f'{frames}x{size}x{size}':>14} | {mode:<13} | "
                           f"{seconds:>8.3f} | {peak:>8.0f} |", flush=True)
     param_table()
+    blocks_off_table(args.checkpoint, args.data)
 
 
 if __name__ == "__main__":

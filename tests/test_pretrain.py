@@ -22,8 +22,9 @@ def mixed(tmp_path_factory):
 
 
 def config(tmp_path, **kw) -> PretrainConfig:
+    kw = dict(init_values=1.0, ship=tmp_path / "ship" / "tiny.safetensors") | kw
     return PretrainConfig(partitions=3, held_out=1, preset="tiny", frames=3, resolution=56, batch_size=1,
-                          steps=4, lr=1e-3, out=tmp_path / "run", ship=tmp_path / "ship" / "tiny.safetensors", **kw)
+                          steps=4, lr=1e-3, out=tmp_path / "run", **kw)
 
 
 def test_pretrain_trains_evaluates_and_ships(mixed, tmp_path):
@@ -62,6 +63,35 @@ def test_pretrain_trains_evaluates_and_ships(mixed, tmp_path):
     again = pretrain(cfg, mixed, progress=False)
     assert again["train"]["steps"] == 4
     assert again["held_out_renders"] == metrics["held_out_renders"]
+
+
+def test_the_aggregator_diagnostic_is_measured_traced_and_on_the_card(mixed, tmp_path):
+    cfg = config(tmp_path)
+    metrics = pretrain(cfg, mixed, progress=False)
+    effect = metrics["aggregator"]
+    assert effect["relief_change"] > 0.1 and effect["on"]["abs_rel"] == pytest.approx(
+        metrics["held_out_renders"]["model"]["abs_rel"])
+    assert set(effect["gamma"]) == {f"{b}.{ls}" for b in ("frame.0", "frame.1", "global.0", "global.1")
+                                    for ls in ("ls1", "ls2")}
+    trace = (cfg.out / "aggregator.csv").read_text().splitlines()
+    assert len(trace) == 1 + 4 and "frame.0.ls1.gamma" in trace[0] and "blocks_grad" in trace[0]
+    assert (cfg.out / "aggregator.png").stat().st_size > 1000
+    card = cfg.ship.with_suffix(".md").read_text()
+    assert "switched off" in card and f"{100 * effect['relief_change']:.1f} %" in card
+
+
+def test_a_model_whose_blocks_do_not_matter_is_not_shipped(mixed, tmp_path):
+    cfg = config(tmp_path, init_values=1e-4)
+    with pytest.raises(ValueError, match="not shipped: switching the aggregator blocks off changes the shape of the depth maps by only"):
+        pretrain(cfg, mixed, progress=False)
+    assert not cfg.ship.exists() and not cfg.ship.with_suffix(".md").exists()
+    assert json.loads((cfg.out / "metrics.json").read_text())["aggregator"]["relief_change"] < 0.1
+
+
+def test_a_run_folder_refuses_other_settings(mixed, tmp_path):
+    pretrain(config(tmp_path, ship=None), mixed, progress=False)
+    with pytest.raises(ValueError, match=r"settings.json: the run was started with other settings \(gamma_lr_scale"):
+        pretrain(config(tmp_path, ship=None, gamma_lr_scale=5.0), mixed, progress=False)
 
 
 def test_too_few_partitions_is_a_clear_error(mixed, tmp_path):

@@ -54,35 +54,99 @@ def identity_cameras(n: int) -> np.ndarray:
     return np.tile(np.eye(3, 4), (n, 1, 1))
 
 
+def _predict(model, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """One sequence's predicted depth [S,H,W] and world-to-camera cameras [S,3,4] (frame 0 = reference)."""
+    out = model(images)
+    pred_w2c, _ = pose_encoding_to_extrinsics_intrinsics(out["pose_enc"][0].cpu().double(), images.shape[-2:])
+    return out["depth"][0, ..., 0].cpu().numpy(), pred_w2c.numpy()
+
+
+def _sequence_row(depth: np.ndarray, cams: np.ndarray, seq: dict) -> dict[str, float]:
+    """Depth metrics (mean over views) and camera metrics of one sequence's prediction."""
+    gt, valid = seq["depths"].numpy(), seq["point_masks"].numpy()
+    per_view = [depth_errors(depth[v], gt[v], valid[v]) for v in range(len(gt))]
+    return {"abs_rel": np.nanmean([r["abs_rel"] for r in per_view]),
+            "delta1": np.nanmean([r["delta1"] for r in per_view]),
+            **camera_errors(cams, seq["extrinsics"].double().numpy())}
+
+
+def _means(rows: list[dict]) -> dict:
+    return {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]} | {"sequences": len(rows)}
+
+
+def _indices(dataset, max_sequences: int | None) -> list[int]:
+    """Up to ``max_sequences`` sequence indices spread evenly over the dataset (all by default)."""
+    n = len(dataset)
+    if max_sequences is None or max_sequences >= n:
+        return list(range(n))
+    return sorted({int(i) for i in np.linspace(0, n - 1, max_sequences).round()})
+
+
 @torch.no_grad()
 def evaluate_on_sequences(model, dataset, device="cpu", max_sequences: int | None = None) -> dict[str, dict]:
     """Mean metrics of the model and of the baselines over a training.data.SynthSequences dataset."""
     model.eval().to(device)
     rows = {"model": [], "baseline": []}
-    n = len(dataset) if max_sequences is None else min(len(dataset), max_sequences)
-    for i in range(n):
+    for i in _indices(dataset, max_sequences):
         seq = dataset[i]
-        images = seq["images"].to(device)
-        out = model(images)
-        h, w = images.shape[-2:]
-        pred_w2c, _ = pose_encoding_to_extrinsics_intrinsics(out["pose_enc"][0].cpu().double(), (h, w))
-        gt_w2c = seq["extrinsics"].double().numpy()
-        depth_pred = out["depth"][0, ..., 0].cpu().numpy()
-        gt, valid = seq["depths"].numpy(), seq["point_masks"].numpy()
-        for who, depth, cams in (("model", depth_pred, pred_w2c.numpy()),
-                                 ("baseline", np.ones_like(gt), identity_cameras(len(gt)))):
-            per_view = [depth_errors(depth[v], gt[v], valid[v]) for v in range(len(gt))]
-            rows[who].append({"abs_rel": np.nanmean([r["abs_rel"] for r in per_view]),
-                              "delta1": np.nanmean([r["delta1"] for r in per_view]),
-                              **camera_errors(cams, gt_w2c)})
-    result = {who: {k: float(np.nanmean([r[k] for r in rs])) for k in rs[0]} | {"sequences": len(rs)}
-              for who, rs in rows.items()}
+        depth, cams = _predict(model, seq["images"].to(device))
+        rows["model"].append(_sequence_row(depth, cams, seq))
+        rows["baseline"].append(_sequence_row(np.ones_like(depth), identity_cameras(len(depth)), seq))
+    result = {who: _means(rs) for who, rs in rows.items()}
     # Paired view of the same numbers: on how many sequences the model's depth beats the baseline's, so a
     # mean difference carried by a few sequences is told apart from a consistent one.
     pairs = list(zip(rows["model"], rows["baseline"]))
     result["model"]["abs_rel_wins"] = int(sum(m["abs_rel"] < b["abs_rel"] for m, b in pairs))
     result["model"]["delta1_wins"] = int(sum(m["delta1"] > b["delta1"] for m, b in pairs))
     return result
+
+
+def relief_change(on: np.ndarray, off: np.ndarray, valid: np.ndarray) -> float:
+    """How much of a predicted depth map's shape changes between two predictions, scale-free:
+    RMS(l_off - l_on) / RMS(l_on) over ``valid`` pixels, with l = log depth minus its mean (a global scale
+    change counts for nothing). 0: the same shape; ~1: a different one, or none left."""
+    a, b = np.log(np.maximum(on[valid], 1e-12)), np.log(np.maximum(off[valid], 1e-12))
+    a, b = a - a.mean(), b - b.mean()
+    spread = float(np.sqrt(np.mean(a ** 2)))
+    return float(np.sqrt(np.mean((b - a) ** 2))) / spread if spread > 0 else math.nan
+
+
+@torch.no_grad()
+def blocks_off_effect(model, dataset, device="cpu", max_sequences: int | None = 16) -> dict:
+    """What the aggregator blocks contribute: each sequence predicted with the blocks on and with every
+    frame/global block switched off (model.probes.aggregator_blocks_off).
+
+    ``depth_change``: median over sequences of the median over valid pixels of |d_off - d_on| / d_on
+    (raw depths, before any scaling); ``relief_change``: median over views of :func:`relief_change`, the
+    share of the predicted depth map's shape that the blocks make; ``pose_change_deg``: mean angle between the on and off predicted
+    rotations (frames >= 1); ``on`` / ``off``: the usual metrics of both; ``branch_ratio``: per block,
+    RMS(gamma * branch) / RMS(block input) on the first sequence (model.probes.branch_ratios); ``gamma``:
+    mean |gamma| per block and LayerScale."""
+    from model.probes import aggregator_blocks_off, branch_ratios, layerscale_stats
+
+    model.eval().to(device)
+    rows, changes, relief, pose_changes, ratios = {"on": [], "off": []}, [], [], [], None
+    for i in _indices(dataset, max_sequences):
+        seq = dataset[i]
+        images = seq["images"].to(device)
+        depth_on, cams_on = _predict(model, images)
+        with aggregator_blocks_off(model):
+            depth_off, cams_off = _predict(model, images)
+        if ratios is None:
+            ratios = branch_ratios(model, images)
+        rows["on"].append(_sequence_row(depth_on, cams_on, seq))
+        rows["off"].append(_sequence_row(depth_off, cams_off, seq))
+        valid = seq["point_masks"].numpy()
+        if valid.any():
+            changes.append(float(np.median(np.abs(depth_off - depth_on)[valid] / np.maximum(depth_on[valid], 1e-12))))
+        relief.extend(relief_change(depth_on[v], depth_off[v], valid[v]) for v in range(len(valid)) if valid[v].any())
+        if len(cams_on) > 1:
+            pose_changes.append(camera_errors(cams_off, cams_on)["rot_deg"])
+    return {"depth_change": float(np.median(changes)) if changes else math.nan,
+            "relief_change": float(np.nanmedian(relief)) if relief else math.nan,
+            "pose_change_deg": float(np.mean(pose_changes)) if pose_changes else math.nan,
+            "on": _means(rows["on"]), "off": _means(rows["off"]),
+            "branch_ratio": ratios or {}, "gamma": layerscale_stats(model)}
 
 
 def motorcycle_pair(width: int, patch: int = 14):
@@ -105,6 +169,16 @@ def motorcycle_pair(width: int, patch: int = 14):
     gt_w2c = identity_cameras(2)
     gt_w2c[1, 0, 3] = -MOTORCYCLE_BASELINE_MM  # t = -R C with the right camera centre at (+B, 0, 0)
     return images.clamp(0, 1), gt, gt_w2c
+
+
+def motorcycle_sequence(width: int, patch: int = 14) -> dict:
+    """The motorcycle pair as one sequence of the evaluation's dataset format (images, depths,
+    point_masks, extrinsics), for the functions that take a dataset (e.g. blocks_off_effect)."""
+    images, gt, gt_w2c = motorcycle_pair(width, patch)
+    depths = np.zeros((2, *gt.shape), np.float32)
+    depths[0] = gt  # only the left view has ground truth
+    return {"images": images, "depths": torch.from_numpy(depths), "point_masks": torch.from_numpy(depths > 0),
+            "extrinsics": torch.from_numpy(gt_w2c)}
 
 
 @torch.no_grad()
