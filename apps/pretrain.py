@@ -61,6 +61,9 @@ class PretrainConfig:
     decay_all: bool = False             # True: decay gammas, norms, biases and tokens too (the first base model)
     patch_embed: str = "conv"           # "conv", or "dino": a DINOv2-style ViT of `dino_depth` blocks
     dino_depth: int = 2
+    # Weights kept at these fractions of the run (OUT/milestones/step_N.safetensors): the base models of
+    # the mining-vs-pretraining curve (docs/mining.md).
+    milestones: tuple[float, ...] = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4, 1.0)
     seed: int = 0
     out: Path = Path("runs/pretrain")
     ship: Path | None = None            # where to write the final weights and model card
@@ -106,10 +109,18 @@ def pretrain(cfg: PretrainConfig, root: Path, progress: bool = True) -> dict:
     started = time.time()
     groups = pretraining_groups(model, cfg.weight_decay, cfg.lr, cfg.gamma_lr_scale, cfg.decay_all)
     trace = AggregatorTrace(model, cfg.out / "aggregator.csv", every=max(1, min(25, cfg.steps // 20)))
+    keep = milestone_steps(cfg)
+
+    def after_step(step: int) -> None:
+        trace(step)
+        if step + 1 in keep:  # the weights after this step; a resumed run that repeats the step rewrites them
+            save_checkpoint(model, cfg.out / "milestones" / f"step_{step + 1:08d}.safetensors",
+                            extra={"step": str(step + 1)})
+
     try:
         result = train(model, groups, make_loader(train_set, batch_size=cfg.batch_size), tcfg, loss_fn=loss_fn,
                        val_loader=make_loader(val_set, batch_size=cfg.batch_size, shuffle=False), out_dir=cfg.out,
-                       after_step=trace)
+                       after_step=after_step)
     finally:
         trace.close()
     if result.status == "interrupted":
@@ -126,6 +137,7 @@ def pretrain(cfg: PretrainConfig, root: Path, progress: bool = True) -> dict:
         "middlebury_motorcycle": evaluate_on_motorcycle(model, width=cfg.resolution),
         "aggregator": blocks_off_effect(model, val_set),
         "train": {"steps": result.step, "final_loss": final_loss, "seconds": train_seconds,
+                  "val_loss": _last_val_loss(cfg.out),
                   "sequences": len(train_set), "held_out_sequences": len(val_set),
                   "train_partitions": len(train_parts), "held_out_partitions": len(val_parts),
                   "views_per_sequence": cfg.frames, "resolution": cfg.resolution, "batch_size": cfg.batch_size,
@@ -144,6 +156,10 @@ def pretrain(cfg: PretrainConfig, root: Path, progress: bool = True) -> dict:
         example_figure(model, val_set, cfg.resolution, cfg.ship.with_name(cfg.ship.stem + "_examples.png"))
         write_text(cfg.ship.with_suffix(".md"), model_card(metrics, cfg.ship))
     return metrics
+
+
+def milestone_steps(cfg: PretrainConfig) -> set[int]:
+    return {max(1, round(f * cfg.steps)) for f in cfg.milestones if 0 < f <= 1}
 
 
 def model_config(cfg: PretrainConfig) -> VGGTConfig:
@@ -219,6 +235,11 @@ def plot_aggregator_trace(csv_path: Path, png: Path) -> None:
     fig.tight_layout()
     with atomic_path(png) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
+
+
+def _last_val_loss(out: Path) -> float | None:
+    rows = read_log(out / "val.csv")
+    return float(rows[-1]["loss"]) if rows else None
 
 
 def _training_log_summary(out: Path, last: int = 100) -> tuple[float | None, float | None]:
