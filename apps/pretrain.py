@@ -56,7 +56,7 @@ class PretrainConfig:
     color_jitter: float = 0.1
     # The aggregator's blocks must open (docs/model.md, "Pretraining"): LayerScale init of its blocks, a
     # learning-rate multiplier for every LayerScale gamma, and weight decay on matrices only.
-    init_values: float = 0.01           # the official VGGT value
+    init_values: float = 1.0            # official VGGT: 0.01, which from scratch leaves the blocks shut (docs/model.md)
     gamma_lr_scale: float = 1.0
     decay_all: bool = False             # True: decay gammas, norms, biases and tokens too (the first base model)
     patch_embed: str = "conv"           # "conv", or "dino": a DINOv2-style ViT of `dino_depth` blocks
@@ -280,6 +280,7 @@ def model_card(m: dict, path: Path) -> str:
         f"{t['held_out_partitions']} held out ({t['held_out_sequences']} sequences)",
         f"- {t['steps']} AdamW steps, lr {m['pretrain_config']['lr']} (warm-up then cosine), "
         f"training loss (mean of the last 100 steps) {fmt(t['final_loss'])}",
+        _recipe_line(m["pretrain_config"]),
         f"- wall time {hours} on {t['threads']} CPU threads ({t['cpu']})",
         "",
         "## Metrics (median-scaled depth; cameras relative to frame 0)",
@@ -306,6 +307,14 @@ def model_card(m: dict, path: Path) -> str:
               "", "Numbers as measured by `python cli.py pretrain`; all metrics are in "
               f"`{m['pretrain_config']['out']}/metrics.json` and the file's safetensors metadata.", ""]
     return "\n".join(lines)
+
+
+def _recipe_line(p: dict) -> str:
+    decay = ("on every parameter" if p.get("decay_all", True) else
+             "on weight matrices only (not on gammas, norms, biases, tokens)")
+    return (f"- aggregator LayerScale init {p.get('init_values', 0.01):g}, gamma learning rate x"
+            f"{p.get('gamma_lr_scale', 1.0):g}, weight decay {p.get('weight_decay', 0.05):g} {decay}; "
+            f"patch embed `{p.get('patch_embed', 'conv')}`")
 
 
 def aggregator_section(effect: dict | None) -> list[str]:
