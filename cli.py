@@ -34,7 +34,7 @@ def render(
     resolution: Optional[int] = typer.Option(None, help="image width = height in pixels"),
     spp: Optional[int] = typer.Option(None, help="Cycles samples per pixel"),
     denoise: Optional[bool] = typer.Option(None, "--denoise/--no-denoise", help="OpenImageDenoise"),
-    preset: str = typer.Option("default", help="default | paper | preview (assets/render_presets.json)"),
+    preset: str = typer.Option("default", help="default | clean | paper | preview (assets/render_presets.json)"),
     seed: int = typer.Option(0, help="master seed"),
     jitter: Optional[float] = typer.Option(None, help="scale of the jitter of the attributes a partition holds "
                                                       "fixed (default 1.0)"),
@@ -355,7 +355,7 @@ def mine(
     model_preset: Optional[str] = typer.Option(None, help="model preset for checkpoints without a stored config "
                                                           "(official weights: vggt-1b)"),
     data: Optional[Path] = typer.Option(None, help="render root: DATA/ATTRIBUTE/pNNN (rendered where missing)"),
-    render_preset: Optional[str] = typer.Option(None, help="render preset of the partitions (default | paper | preview)"),
+    render_preset: Optional[str] = typer.Option(None, help="render preset of the partitions (default | clean | paper | preview)"),
     samples: Optional[int] = typer.Option(None, help="samples per partition (default: the render preset's)"),
     held_out: Optional[int] = typer.Option(None, help="samples per partition kept for the member's evaluation"),
     jitter: Optional[float] = typer.Option(None, help="render jitter of the attributes a partition holds fixed"),
@@ -494,6 +494,38 @@ def mine_basis(
     rank_value = rank if rank in (None, "auto") else _int_option(rank, "--rank")
     with _mine_step():
         _mine_basis(ctx.obj["cfg"], attributes.split(",") if attributes else None, rank_value, out_file)
+
+
+@mine_app.command("transfer")
+def mine_transfer(
+    ctx: typer.Context,
+    shard: Optional[str] = typer.Option(None, help="I/N: evaluate the I-th of N slices of the members "
+                                                   "(default: SLURM array vars, else all)"),
+) -> None:
+    """The functional transfer matrix: every finished member on every partition's held-out samples
+    (OUT/transfer/, then OUT/transfer.json and transfer.png once every member has its file)."""
+    from mining.members import all_members, is_done
+    from mining.pipeline import members_for
+    from mining.transfer import evaluate_members, summarise_transfer
+    from render.jobs import parse_shard
+
+    cfg = ctx.obj["cfg"]
+    with _mine_step():
+        written = evaluate_members(cfg, members_for(cfg, parse_shard(shard)), progress=typer.echo)
+        typer.echo(f"{written} member(s) evaluated")
+        try:
+            summary = summarise_transfer(cfg)
+        except FileNotFoundError as e:
+            typer.echo(f"not summarised yet: {e}")
+            return
+        test = summary["contrast_test"]
+        typer.echo(f"transfer: {cfg.out_dir / 'transfer.json'}; own attribute - other attributes: "
+                   + (f"{100 * test['mean']:+.2f} % [{100 * test['ci95'][0]:+.2f}, {100 * test['ci95'][1]:+.2f}], "
+                      f"p = {test['p_less']:.3f} over {test['members']} members" if "mean" in test
+                      else f"too few members ({test['members']})"))
+        unfinished = [m.name for m in all_members(cfg) if not is_done(cfg, m)]
+        if unfinished:
+            typer.echo(f"{len(unfinished)} member(s) not trained yet are left out: {', '.join(unfinished[:4])}")
 
 
 @mine_app.command("report")

@@ -171,3 +171,41 @@ def test_partitions_rendered_with_other_settings_are_refused(setup, tmp_path):
     cfg = MineConfig(data=str(setup / "data"), out=str(tmp_path / "m"))
     with pytest.raises(JobError, match="p000"):
         render_partitions(cfg, [Member("texture", 0)], bars=False)
+
+
+def test_transfer_matrix_in_shards_matches_peft(setup):
+    """`mine transfer` in two shards: each member's loss on every partition's held-out samples equals
+    the loss of the peft model loaded from its adapter; the summary has every attribute's row."""
+    from mining.members import load_base, member_data, member_seed, Member
+    from mining.pipeline import stored_config
+    from training import make_loader, vggt_loss
+
+    root, out = setup, setup / "mined"
+    if not (out / "members/lighting/m01/member.json").is_file():
+        for shard in ("0/2", "1/2"):
+            assert cli(*mine_args(root, out), "train", "--shard", shard).returncode == 0
+    r = cli("mine", "--out", str(out), "transfer", "--shard", "0/2")
+    assert r.returncode == 0, r.stderr
+    assert "not summarised yet" in r.stdout and not (out / "transfer.json").exists()
+    r = cli("mine", "--out", str(out), "transfer", "--shard", "1/2")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "transfer.json").read_text())
+    assert summary["attributes"] == [*ATTRIBUTES, "mixed"] and summary["members"] == 10
+    assert set(summary["contrast"]) == {f"{a}/m{i:02d}" for a in ATTRIBUTES for i in range(2)}
+    assert summary["contrast_test"]["members"] == 8 and 0 < summary["contrast_test"]["p_less"] <= 1
+    assert (out / "transfer.png").stat().st_size > 1000
+
+    cfg = stored_config(out)
+    member = Member("texture", 1)
+    file = json.loads((out / "transfer" / "texture_m01.json").read_text())["losses"]
+    base = json.loads((out / "transfer" / "base.json").read_text())["losses"]
+    _, held, _ = member_data(cfg, Member("geometry", 0), member_seed(cfg, Member("geometry", 0)))
+    batch = next(iter(make_loader(held, batch_size=1, shuffle=False)))
+    model = peft.PeftModel.from_pretrained(load_base(cfg), str(out / "members/texture/m01/adapter")).eval()
+    with torch.no_grad():
+        lora_loss = float(vggt_loss(model(batch["images"]), batch, weights=cfg.loss_weights())[0])
+        base_loss = float(vggt_loss(load_base(cfg).eval()(batch["images"]), batch, weights=cfg.loss_weights())[0])
+    assert file["geometry/m00"][0] == pytest.approx(lora_loss, rel=1e-5)
+    assert base["geometry/m00"][0] == pytest.approx(base_loss, rel=1e-6) and base_loss != lora_loss
+    rel = summary["member_rel"]["texture/m01"]["geometry/m00"]
+    assert rel == pytest.approx(np.mean((np.array(file["geometry/m00"]) - base["geometry/m00"]) / base["geometry/m00"]))

@@ -1,0 +1,173 @@
+"""The functional transfer matrix: what each member does to the held-out samples of every other partition.
+
+A member of attribute X learns from one partition in which only X varies. If its LoRA carries an
+X-specific update, it should lower the loss on unseen partitions of X more than on partitions of the
+other attributes. Distances between subspaces say whether the updates *look* alike; this says whether
+they *act* alike, and it needs no subspace extraction.
+
+    evaluate_members(cfg, members_for(cfg, shard))   # OUT/transfer/<attribute>_mNN.json, one per member
+    summary = summarise_transfer(cfg)                 # OUT/transfer.json and OUT/transfer.png
+
+Each member's update ``ΔW = A Bᵀ`` (mining.members.load_member_factors) is added to the base weights,
+every member's held-out samples (the last ``held_out`` samples of its partition) are evaluated with the
+run's loss, and the weights are put back. ``rel`` is the relative change of the loss against the base
+model, per held-out sequence. Per member and evaluated partition it is averaged over the partition's
+sequences; the matrix averages over members of the row's attribute and partitions of the column's,
+without the member's own partition (reported apart as ``own``).
+
+The contrast of member m is mean rel on the other partitions of its own attribute minus mean rel on
+the other attributes' partitions (negative: it helps its own attribute more). Over the attribute
+members: the mean contrast, its 95 % bootstrap CI, and a sign-flip permutation p (members share the
+evaluation sets, so the p treats members as exchangeable units, which they are by design: same
+settings, independent seeds and partitions).
+"""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.atomic import atomic_path, write_json
+from training import make_loader, vggt_loss
+
+from .config import MineConfig
+from .members import MIXED, Member, all_members, is_done, load_base, load_member_factors, member_data, member_dir, member_seed
+
+FOLDER = "transfer"
+
+
+def _file(cfg: MineConfig, name: str) -> Path:
+    return cfg.out_dir / FOLDER / f"{name.replace('/', '_')}.json"
+
+
+@torch.no_grad()
+def _losses(model, held: dict[str, list], loss_fn, device) -> dict[str, list[float]]:
+    """Per evaluated member name, the loss of each of its held-out sequences."""
+    model.eval()
+    out = {}
+    for name, loader in held.items():
+        out[name] = []
+        for batch in loader:
+            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            loss, _ = loss_fn(model(batch["images"]), batch)
+            out[name].append(float(loss))
+    return out
+
+
+def _held_out(cfg: MineConfig) -> dict[str, list]:
+    """Every member's held-out sequences, as lists of batches of one (loaded once)."""
+    sets = {}
+    for m in all_members(cfg):
+        _, held, _ = member_data(cfg, m, member_seed(cfg, m))
+        sets[m.name] = list(make_loader(held, batch_size=1, shuffle=False))
+    return sets
+
+
+def evaluate_members(cfg: MineConfig, members: list[Member], progress=print) -> int:
+    """Write the transfer file of each finished member of ``members`` that has none yet (and the base
+    model's); returns how many were written. Members still training are skipped."""
+    todo = [m for m in members if is_done(cfg, m) and not _file(cfg, m.name).is_file()]
+    base_file = _file(cfg, "base")
+    if not todo and base_file.is_file():
+        return 0
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = load_base(cfg).to(device)
+    loss_fn = functools.partial(vggt_loss, weights=cfg.loss_weights())
+    held = _held_out(cfg)
+    if not base_file.is_file():
+        write_json(base_file, {"losses": _losses(model, held, loss_fn, device)})
+    modules = dict(model.named_modules())
+    for n, m in enumerate(todo, 1):
+        factors = load_member_factors(member_dir(cfg, m))
+        saved = {}
+        try:
+            for name, (A, B) in factors.items():
+                weight = modules[name].weight
+                saved[name] = weight.detach().clone()
+                weight.data += torch.from_numpy(A @ B.T).to(weight.dtype).to(device)
+            losses = _losses(model, held, loss_fn, device)
+        finally:
+            for name, weight in saved.items():
+                modules[name].weight.data.copy_(weight)
+        write_json(_file(cfg, m.name), {"member": m.name, "losses": losses})
+        progress(f"transfer {n}/{len(todo)}: {m.name}")
+    return len(todo)
+
+
+def summarise_transfer(cfg: MineConfig, seed: int = 0) -> dict:
+    """Aggregate the per-member files into OUT/transfer.json and OUT/transfer.png (every finished member
+    must have its file: run ``evaluate_members`` on all of them first)."""
+    from scipy import stats
+
+    base = json.loads(_file(cfg, "base").read_text())["losses"]
+    members = [m for m in all_members(cfg) if is_done(cfg, m)]
+    missing = [m.name for m in members if not _file(cfg, m.name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{cfg.out_dir / FOLDER}: no transfer file for {', '.join(missing[:4])}"
+                                f"{' ...' if len(missing) > 4 else ''}; run `mine transfer` on every shard first")
+    attrs = [a for a in (*cfg.attributes, MIXED) if any(m.attribute == a for m in members)]
+    rel: dict[str, dict[str, float]] = {}
+    for m in members:
+        losses = json.loads(_file(cfg, m.name).read_text())["losses"]
+        rel[m.name] = {e: float(np.mean((np.array(losses[e]) - np.array(base[e])) / np.abs(base[e]))) for e in base}
+    attribute_of = {m.name: m.attribute for m in all_members(cfg)}
+    matrix, own = {}, {}
+    for a in attrs:
+        rows = [m for m in members if m.attribute == a]
+        own[a] = float(np.mean([rel[m.name][m.name] for m in rows]))
+        matrix[a] = {b: float(np.mean([rel[m.name][e] for m in rows for e in base
+                                       if attribute_of[e] == b and e != m.name] or [np.nan])) for b in attrs}
+    contrasts = {}
+    for m in members:
+        if m.attribute == MIXED:
+            continue
+        same = [rel[m.name][e] for e in base if attribute_of[e] == m.attribute and e != m.name]
+        other = [rel[m.name][e] for e in base if attribute_of[e] not in (m.attribute, MIXED)]
+        if same and other:
+            contrasts[m.name] = float(np.mean(same) - np.mean(other))
+    c = np.array(list(contrasts.values()))
+    test = {"members": len(c)}
+    if len(c) >= 3:
+        ci = stats.bootstrap((c,), np.mean, confidence_level=0.95, n_resamples=9999,
+                             random_state=np.random.default_rng(seed)).confidence_interval
+        perm = stats.permutation_test((c,), np.mean, permutation_type="samples", n_resamples=9999,
+                                      alternative="less", random_state=np.random.default_rng(seed))
+        test |= {"mean": float(c.mean()), "ci95": [float(ci.low), float(ci.high)], "p_less": float(perm.pvalue)}
+    summary = {"attributes": attrs, "matrix": matrix, "own_partition": own, "member_rel": rel,
+               "contrast": contrasts, "contrast_test": test,
+               "sequences_per_partition": cfg.held_out, "members": len(members)}
+    write_json(cfg.out_dir / "transfer.json", summary)
+    plot_transfer(summary, cfg.out_dir / "transfer.png")
+    return summary
+
+
+def plot_transfer(summary: dict, path: Path) -> None:
+    """Heatmap of the matrix in percent (blue: the members of the row lower the loss on the column's
+    partitions), with the own-partition column beside it."""
+    from matplotlib.figure import Figure
+
+    attrs = summary["attributes"]
+    grid = np.array([[summary["matrix"][a][b] for b in attrs] + [summary["own_partition"][a]] for a in attrs]) * 100
+    limit = max(float(np.nanmax(np.abs(grid))), 1e-6)
+    fig = Figure(figsize=(1.2 * len(attrs) + 2.5, 0.8 * len(attrs) + 1.6))
+    ax = fig.subplots()
+    im = ax.imshow(grid, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            ax.text(j, i, f"{grid[i, j]:+.1f}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(attrs) + 1), [*attrs, "own\npartition"], fontsize=8)
+    ax.set_yticks(range(len(attrs)), [f"{a} members" for a in attrs], fontsize=8)
+    ax.set_xlabel("held-out samples of other partitions of")
+    test = summary["contrast_test"]
+    title = "relative change of the held-out loss (%)"
+    if "mean" in test:
+        title += (f"\nown - other attributes: {100 * test['mean']:+.2f} % "
+                  f"[{100 * test['ci95'][0]:+.2f}, {100 * test['ci95'][1]:+.2f}], p = {test['p_less']:.3f}")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
