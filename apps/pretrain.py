@@ -56,7 +56,8 @@ class PretrainConfig:
     color_jitter: float = 0.1
     # The aggregator's blocks must open (docs/model.md, "Pretraining"): LayerScale init of its blocks, a
     # learning-rate multiplier for every LayerScale gamma, and weight decay on matrices only.
-    init_values: float = 1.0            # official VGGT: 0.01, which from scratch leaves the blocks shut (docs/model.md)
+    init_values: float = 1.0            # aggregator and camera-trunk blocks; official VGGT: 0.01, which from
+                                        # scratch leaves the blocks shut (docs/model.md)
     gamma_lr_scale: float = 1.0
     decay_all: bool = False             # True: decay gammas, norms, biases and tokens too (the first base model)
     patch_embed: str = "conv"           # "conv", or "dino": a DINOv2-style ViT of `dino_depth` blocks
@@ -165,7 +166,9 @@ def milestone_steps(cfg: PretrainConfig) -> set[int]:
 def model_config(cfg: PretrainConfig) -> VGGTConfig:
     """The model preset with the run's aggregator settings (LayerScale init, patch embedder)."""
     base = VGGTConfig.preset(cfg.preset)
-    changes: dict = {"init_values": cfg.init_values}
+    # the camera head's trunk is a LayerScale block too: left at 0.01 it shut like the aggregator's
+    # (the first model's trunk gammas ended at 0.001-0.002)
+    changes: dict = {"init_values": cfg.init_values, "camera_init_values": cfg.init_values}
     if cfg.patch_embed == "dino":
         changes |= {"patch_embed": CUSTOM_DINO, "dino_depth": cfg.dino_depth, "dino_heads": base.num_heads}
     elif cfg.patch_embed != "conv":
@@ -312,7 +315,7 @@ def model_card(m: dict, path: Path) -> str:
 def _recipe_line(p: dict) -> str:
     decay = ("on every parameter" if p.get("decay_all", True) else
              "on weight matrices only (not on gammas, norms, biases, tokens)")
-    return (f"- aggregator LayerScale init {p.get('init_values', 0.01):g}, gamma learning rate x"
+    return (f"- LayerScale init of the aggregator and camera-trunk blocks {p.get('init_values', 0.01):g}, gamma learning rate x"
             f"{p.get('gamma_lr_scale', 1.0):g}, weight decay {p.get('weight_decay', 0.05):g} {decay}; "
             f"patch embed `{p.get('patch_embed', 'conv')}`")
 

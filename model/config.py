@@ -45,6 +45,7 @@ class VGGTConfig:
     camera_trunk_depth: int = 4
     camera_heads: int = 16
     camera_iterations: int = 4
+    camera_init_values: float = 0.01  # LayerScale init of the camera trunk's blocks
 
     # DPT heads for depth and world points.
     depth_head: bool = True

@@ -273,8 +273,8 @@ class VGGT(nn.Module):
         self.config = cfg = cfg or VGGTConfig()
         self.aggregator = Aggregator(cfg)
         d = cfg.dim_out
-        self.camera_head = (CameraHead(d, cfg.camera_trunk_depth, cfg.camera_heads, cfg.mlp_ratio)
-                            if cfg.camera_head else None)
+        self.camera_head = (CameraHead(d, cfg.camera_trunk_depth, cfg.camera_heads, cfg.mlp_ratio,
+                                       cfg.camera_init_values) if cfg.camera_head else None)
         dpt = dict(patch_size=cfg.patch_size, features=cfg.dpt_features, out_channels=cfg.dpt_out_channels,
                    intermediate_layer_idx=cfg.dpt_layers)
         self.point_head = DPTHead(d, output_dim=4, activation="inv_log", **dpt) if cfg.point_head else None

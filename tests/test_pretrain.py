@@ -75,9 +75,11 @@ def test_the_aggregator_diagnostic_is_measured_traced_and_on_the_card(mixed, tmp
                                     for ls in ("ls1", "ls2")}
     # the milestone weights of the mining-vs-pretraining curve: 1/16..1 of 4 steps = steps 1 (twice), 1, 2, 3, 4
     assert sorted(p.name for p in (cfg.out / "milestones").iterdir()) == [f"step_0000000{i}.safetensors" for i in (1, 2, 3, 4)]
-    assert load_model(cfg.out / "milestones" / "step_00000004.safetensors").config.init_values == 1.0
+    shipped = load_model(cfg.out / "milestones" / "step_00000004.safetensors").config
+    assert shipped.init_values == 1.0 and shipped.camera_init_values == 1.0
     trace = (cfg.out / "aggregator.csv").read_text().splitlines()
     assert len(trace) == 1 + 4 and "frame.0.ls1.gamma" in trace[0] and "blocks_grad" in trace[0]
+    assert "camera_trunk.gamma" in trace[0]
     assert (cfg.out / "aggregator.png").stat().st_size > 1000
     card = cfg.ship.with_suffix(".md").read_text()
     assert "switched off" in card and f"{100 * effect['relief_change']:.1f} %" in card

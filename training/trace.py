@@ -7,7 +7,8 @@ gradients are a vanishing share of the model's is a block the heads do not use; 
 (one row per N steps, trimmed like the other logs when a run resumes). Columns per block ``B`` and
 LayerScale ``ls1``/``ls2``: ``B.ls1.gamma`` (mean |gamma|), ``B.ls1.ratio`` (RMS of gamma * branch over
 RMS of the block's input, in the step's training forward), ``B.ls1.gamma_grad`` and ``B.grad`` (gradient
-norms after clipping), then ``blocks_grad`` and ``rest_grad`` (all blocks; everything else).
+norms after clipping), then ``blocks_grad`` and ``rest_grad`` (all blocks; everything else) and
+``camera_trunk.gamma`` (mean |gamma| of the camera head's trunk).
 
     trace = AggregatorTrace(model, out_dir / "aggregator.csv", every=25)
     train(..., after_step=trace); trace.close()
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 
 from model.probes import aggregator_blocks
+from model.vggt import LayerScale
 from .logs import CsvLog
 
 
@@ -57,6 +59,9 @@ class AggregatorTrace:
         others = _norm([p for n, p in self.model.named_parameters() if ".frame_blocks." not in n
                         and ".global_blocks." not in n and not n.startswith(("frame_blocks.", "global_blocks."))])
         row["blocks_grad"], row["rest_grad"] = total ** 0.5, others
+        trunk = [m.gamma for n, m in self.model.named_modules() if ".trunk." in f".{n}." and isinstance(m, LayerScale)]
+        if trunk:
+            row["camera_trunk.gamma"] = float(torch.cat([g.detach().abs().flatten() for g in trunk]).mean())
         self.log.write(row)
 
     def close(self) -> None:
