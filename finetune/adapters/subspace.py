@@ -33,8 +33,8 @@ MIDDLE_FORMAT = "attrspace-middle/1"
 # checkpoint), loop counts, chunking and the RoPE frequency. Every other field decides the architecture and
 # must agree between the model a basis was mined on and the model it is applied to. Listing the exceptions
 # (not the rules) means a field added to VGGTConfig later is compared until someone decides otherwise.
-NON_ARCHITECTURE_FIELDS = frozenset({"init_values", "rope_freq", "camera_iterations", "dpt_frames_chunk",
-                                     "track_iters"})
+NON_ARCHITECTURE_FIELDS = frozenset({"init_values", "camera_init_values", "rope_freq", "camera_iterations",
+                                     "dpt_frames_chunk", "track_iters"})
 
 
 class SubspaceLinear(nn.Linear):
