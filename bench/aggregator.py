@@ -13,7 +13,6 @@ aggregator.csv / aggregator.png (gamma and gradient trajectories).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

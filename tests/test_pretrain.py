@@ -77,12 +77,17 @@ def test_the_aggregator_diagnostic_is_measured_traced_and_on_the_card(mixed, tmp
     assert sorted(p.name for p in (cfg.out / "milestones").iterdir()) == [f"step_0000000{i}.safetensors" for i in (1, 2, 3, 4)]
     shipped = load_model(cfg.out / "milestones" / "step_00000004.safetensors").config
     assert shipped.init_values == 1.0 and shipped.camera_init_values == 1.0
+    # the learning curve over those milestones, on the card with its plot
+    assert [r["step"] for r in metrics["curve"]] == [1, 2, 3, 4]
+    assert metrics["curve"][-1]["abs_rel"] == pytest.approx(metrics["held_out_renders"]["model"]["abs_rel"], rel=0.05)
+    assert (cfg.out / "curve.png").stat().st_size > 1000 and (cfg.ship.parent / "tiny_curve.png").is_file()
     trace = (cfg.out / "aggregator.csv").read_text().splitlines()
     assert len(trace) == 1 + 4 and "frame.0.ls1.gamma" in trace[0] and "blocks_grad" in trace[0]
     assert "camera_trunk.gamma" in trace[0]
     assert (cfg.out / "aggregator.png").stat().st_size > 1000
     card = cfg.ship.with_suffix(".md").read_text()
     assert "switched off" in card and f"{100 * effect['relief_change']:.1f} %" in card
+    assert "## Learning curve" in card and "| 4 |" in card
 
 
 def test_a_model_whose_blocks_do_not_matter_is_not_shipped(mixed, tmp_path):
