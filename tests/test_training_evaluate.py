@@ -95,3 +95,16 @@ def test_evaluation_on_sequences_scores_a_perfect_and_a_flat_predictor():
     res = evaluate_on_sequences(_Oracle(flat), seqs)
     assert res["model"]["abs_rel"] == pytest.approx(res["baseline"]["abs_rel"])
     assert res["model"]["abs_rel_wins"] == 0 and res["model"]["delta1_wins"] == 0   # a tie is not a win
+
+
+def test_relief_change_ignores_scale_and_sees_shape():
+    from training.evaluate import relief_change
+
+    rng = np.random.default_rng(0)
+    depth = np.exp(rng.normal(0, 0.3, (20, 30)))
+    valid = rng.random((20, 30)) > 0.2
+    assert relief_change(depth, 2.5 * depth, valid) == pytest.approx(0.0, abs=1e-12)   # a scale is no change
+    assert relief_change(depth, np.full_like(depth, 3.0), valid) == pytest.approx(1.0)  # a flat map has no shape left
+    flipped = np.exp(-np.log(depth))                                                  # the relief inverted
+    assert relief_change(depth, flipped, valid) == pytest.approx(2.0)
+    assert np.isnan(relief_change(np.ones((4, 4)), depth[:4, :4], np.ones((4, 4), bool)))  # no relief to compare with
