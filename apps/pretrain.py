@@ -13,13 +13,14 @@ import dataclasses
 import functools
 import json
 import platform
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from common.atomic import write_json, write_text
+from common.atomic import atomic_path, write_json, write_text
 from model import VGGT, VGGTConfig, load_model, save_checkpoint
 from model.config import CUSTOM_DINO
 from render.presets import preset_job
@@ -132,6 +133,7 @@ def pretrain(cfg: PretrainConfig, root: Path, progress: bool = True) -> dict:
     if result.exit_code:
         raise RuntimeError(result.message)
     train_seconds, final_loss = _training_log_summary(cfg.out)
+    val_rows = read_log(cfg.out / "val.csv")
     if cfg.ship is not None:
         # The shipped file holds float16 weights (half the size); evaluate exactly what ships.
         model.to(SHIP_DTYPE).float()
@@ -141,7 +143,7 @@ def pretrain(cfg: PretrainConfig, root: Path, progress: bool = True) -> dict:
         "middlebury_motorcycle": evaluate_on_motorcycle(model, width=cfg.resolution),
         "aggregator": blocks_off_effect(model, val_set),
         "train": {"steps": result.step, "final_loss": final_loss, "seconds": train_seconds,
-                  "val_loss": _last_val_loss(cfg.out),
+                  "val_loss": float(val_rows[-1]["loss"]) if val_rows else None,
                   "sequences": len(train_set), "held_out_sequences": len(val_set),
                   "train_partitions": len(train_parts), "held_out_partitions": len(val_parts),
                   "views_per_sequence": cfg.frames, "resolution": cfg.resolution, "batch_size": cfg.batch_size,
@@ -155,12 +157,13 @@ def pretrain(cfg: PretrainConfig, root: Path, progress: bool = True) -> dict:
     metrics["curve"] = learning_curve(cfg, val_set)
     write_json(cfg.out / "metrics.json", metrics)
     plot_aggregator_trace(cfg.out / "aggregator.csv", cfg.out / "aggregator.png")
-    plot_learning_curve(metrics["curve"], read_log(cfg.out / "val.csv"), cfg.out / "curve.png")
+    plot_learning_curve(metrics["curve"], val_rows, cfg.out / "curve.png")
     if cfg.ship is not None:
         refuse_bypassed(metrics["aggregator"], cfg.out)
         save_checkpoint(model, cfg.ship, dtype=SHIP_DTYPE, extra={"metrics": json.dumps(metrics)})
         example_figure(model, val_set, cfg.resolution, cfg.ship.with_name(cfg.ship.stem + "_examples.png"))
-        plot_learning_curve(metrics["curve"], read_log(cfg.out / "val.csv"), cfg.ship.with_name(cfg.ship.stem + "_curve.png"))
+        with atomic_path(cfg.ship.with_name(cfg.ship.stem + "_curve.png")) as tmp:
+            shutil.copyfile(cfg.out / "curve.png", tmp)
         write_text(cfg.ship.with_suffix(".md"), model_card(metrics, cfg.ship))
     return metrics
 
@@ -171,16 +174,15 @@ def milestone_steps(cfg: PretrainConfig) -> set[int]:
 
 def learning_curve(cfg: PretrainConfig, val_set, sequences: int = 16) -> list[dict]:
     """Held-out metrics of every milestone's weights (``sequences`` spread over the held-out set), with
-    the blocks-off shape change: is the run still improving, and since when do the blocks matter."""
+    the blocks-off shape change and the constant controls: is the run still improving, and since when
+    do the blocks matter."""
     rows = []
     for path in sorted((cfg.out / "milestones").glob("step_*.safetensors")):
-        model = load_model(path).float()
-        held = evaluate_on_sequences(model, val_set, max_sequences=sequences)
-        effect = blocks_off_effect(model, val_set, max_sequences=min(sequences, 8))
-        rows.append({"step": int(path.stem.split("_")[1]), "abs_rel": held["model"]["abs_rel"],
-                     "delta1": held["model"]["delta1"], "rot_deg": held["model"]["rot_deg"],
-                     "trans_rel": held["model"]["trans_rel"], "relief_change": effect["relief_change"],
-                     "constant_abs_rel": held["baseline"]["abs_rel"], "identity_rot_deg": held["baseline"]["rot_deg"]})
+        effect = blocks_off_effect(load_model(path).float(), val_set, max_sequences=sequences)
+        on, constant = effect["on"], effect["constant"]
+        rows.append({"step": int(path.stem.split("_")[1]), "abs_rel": on["abs_rel"], "delta1": on["delta1"],
+                     "rot_deg": on["rot_deg"], "trans_rel": on["trans_rel"], "relief_change": effect["relief_change"],
+                     "constant_abs_rel": constant["abs_rel"], "identity_rot_deg": constant["rot_deg"]})
     return rows
 
 
@@ -205,9 +207,9 @@ def check_run_settings(cfg: PretrainConfig) -> None:
     """Write the run's settings to OUT/settings.json, or refuse (ValueError naming the file and the
     settings) when the run folder was started with other ones: a resumed run must be the same run."""
     path = cfg.out / "settings.json"
-    mine = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(cfg).items()
-            if k not in _FREE_SETTINGS}
-    mine = json.loads(json.dumps(mine))
+    # through JSON (paths as text, tuples as lists), as the file holds them
+    mine = json.loads(json.dumps({k: v for k, v in dataclasses.asdict(cfg).items() if k not in _FREE_SETTINGS},
+                                 default=str))
     if path.exists():
         theirs = json.loads(path.read_text())
         changed = [f"{k}: {theirs.get(k)!r} -> {v!r}" for k, v in mine.items() if theirs.get(k) != v]
@@ -223,11 +225,6 @@ def refuse_bypassed(effect: dict, out: Path) -> None:
         raise ValueError(f"{out}: not shipped: switching the aggregator blocks off changes the shape of the depth "
                          f"maps by only {100 * effect['relief_change']:.1f} % (median; at least "
                          f"{100 * MIN_BLOCKS_RELIEF_CHANGE:.0f} % needed): the blocks are bypassed")
-
-
-def _last_val_loss(out: Path) -> float | None:
-    rows = read_log(out / "val.csv")
-    return float(rows[-1]["loss"]) if rows else None
 
 
 def _training_log_summary(out: Path, last: int = 100) -> tuple[float | None, float | None]:

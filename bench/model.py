@@ -123,7 +123,6 @@ def param_table() -> None:
 
 
 def blocks_off_table(checkpoint: Path, data: Path, held_out: range = range(88, 96)) -> None:
-    import torch
     from model import load_model
     from training import SynthSequences, find_partitions
     from training.evaluate import blocks_off_effect, motorcycle_sequence

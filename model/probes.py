@@ -60,27 +60,56 @@ def aggregator_blocks_off(model: nn.Module):
                 ls.gamma.copy_(gamma)
 
 
+class BranchRMS:
+    """Forward hooks on every aggregator block that keep, from the latest forward pass, the mean square
+    of the block's input and of each LayerScale's output (``gamma * branch``). They hold detached 0-d
+    tensors, so a training step pays no device sync; ``ratios()`` turns them into numbers.
+
+        with BranchRMS(model) as rms:
+            model(images)
+        rms.ratios()            # {"frame.0.ls1": RMS(gamma * branch) / RMS(block input), ...}
+    """
+
+    def __init__(self, model: nn.Module):
+        self._squares: dict[str, torch.Tensor] = {}
+        self._hooks = []
+        for name, block in aggregator_blocks(model):
+            self._hooks.append(block.register_forward_pre_hook(
+                lambda _m, args, key=name: self._keep(key, args[0])))
+            for ls in ("ls1", "ls2"):
+                self._hooks.append(getattr(block, ls).register_forward_hook(
+                    lambda _m, _args, out, key=f"{name}.{ls}": self._keep(key, out)))
+
+    def _keep(self, key: str, x: torch.Tensor) -> None:
+        self._squares[key] = x.detach().float().pow(2).mean()
+
+    def ratios(self) -> dict[str, float]:
+        """Per block and LayerScale, RMS(gamma * branch) / RMS(block input); {} before any forward."""
+        rms = {k: float(v.sqrt()) for k, v in self._squares.items()}
+        return {key: rms[key] / max(rms[key.rsplit(".", 1)[0]], 1e-12)
+                for key in rms if key.endswith((".ls1", ".ls2"))}
+
+    def close(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+
+    def __enter__(self) -> "BranchRMS":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 @torch.no_grad()
 def branch_ratios(model: nn.Module, images: torch.Tensor) -> dict[str, float]:
     """Per aggregator block and branch, RMS(gamma * branch output) / RMS(block input) over all tokens
-    of one forward pass: how strongly the block writes into the residual stream it reads."""
-    inputs, outputs, hooks = {}, {}, []
-    for name, block in aggregator_blocks(model):
-        hooks.append(block.register_forward_pre_hook(
-            lambda _m, args, name=name: inputs.__setitem__(name, _rms(args[0]))))
-        for ls in ("ls1", "ls2"):
-            hooks.append(getattr(block, ls).register_forward_hook(
-                lambda _m, _args, out, key=f"{name}.{ls}": outputs.__setitem__(key, _rms(out))))
+    of one forward pass (in eval mode): how strongly the block writes into the residual stream it reads."""
     was_training = model.training
     try:
         model.eval()
-        model(images)
+        with BranchRMS(model) as rms:
+            model(images)
+        return rms.ratios()
     finally:
         model.train(was_training)
-        for hook in hooks:
-            hook.remove()
-    return {key: value / max(inputs[key.rsplit(".", 1)[0]], 1e-12) for key, value in outputs.items()}
-
-
-def _rms(x: torch.Tensor) -> float:
-    return float(x.detach().float().pow(2).mean().sqrt())

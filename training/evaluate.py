@@ -118,24 +118,30 @@ def blocks_off_effect(model, dataset, device="cpu", max_sequences: int | None = 
 
     ``depth_change``: median over sequences of the median over valid pixels of |d_off - d_on| / d_on
     (raw depths, before any scaling); ``relief_change``: median over views of :func:`relief_change`, the
-    share of the predicted depth map's shape that the blocks make; ``pose_change_deg``: mean angle between the on and off predicted
-    rotations (frames >= 1); ``on`` / ``off``: the usual metrics of both; ``branch_ratio``: per block,
-    RMS(gamma * branch) / RMS(block input) on the first sequence (model.probes.branch_ratios); ``gamma``:
-    mean |gamma| per block and LayerScale."""
-    from model.probes import aggregator_blocks_off, branch_ratios, layerscale_stats
+    share of the predicted depth map's shape that the blocks make; ``pose_change_deg``: mean angle
+    between the on and off predicted
+    rotations (frames >= 1); ``on`` / ``off``: the usual metrics of both, ``constant``: those of constant
+    depth and identity cameras on the same sequences (the control); ``branch_ratio``: per block,
+    RMS(gamma * branch) / RMS(block input) in the first sequence's forward (model.probes.BranchRMS);
+    ``gamma``: mean |gamma| per block and LayerScale."""
+    from model.probes import BranchRMS, aggregator_blocks_off, layerscale_stats
 
     model.eval().to(device)
-    rows, changes, relief, pose_changes, ratios = {"on": [], "off": []}, [], [], [], None
+    rows, changes, relief, pose_changes, ratios = {"on": [], "off": [], "constant": []}, [], [], [], None
     for i in _indices(dataset, max_sequences):
         seq = dataset[i]
         images = seq["images"].to(device)
-        depth_on, cams_on = _predict(model, images)
+        if ratios is None:
+            with BranchRMS(model) as rms:
+                depth_on, cams_on = _predict(model, images)
+            ratios = rms.ratios()
+        else:
+            depth_on, cams_on = _predict(model, images)
         with aggregator_blocks_off(model):
             depth_off, cams_off = _predict(model, images)
-        if ratios is None:
-            ratios = branch_ratios(model, images)
         rows["on"].append(_sequence_row(depth_on, cams_on, seq))
         rows["off"].append(_sequence_row(depth_off, cams_off, seq))
+        rows["constant"].append(_sequence_row(np.ones_like(depth_on), identity_cameras(len(depth_on)), seq))
         valid = seq["point_masks"].numpy()
         if valid.any():
             changes.append(float(np.median(np.abs(depth_off - depth_on)[valid] / np.maximum(depth_on[valid], 1e-12))))
@@ -145,7 +151,7 @@ def blocks_off_effect(model, dataset, device="cpu", max_sequences: int | None = 
     return {"depth_change": float(np.median(changes)) if changes else math.nan,
             "relief_change": float(np.nanmedian(relief)) if relief else math.nan,
             "pose_change_deg": float(np.mean(pose_changes)) if pose_changes else math.nan,
-            "on": _means(rows["on"]), "off": _means(rows["off"]),
+            **{who: _means(rs) for who, rs in rows.items()},
             "branch_ratio": ratios or {}, "gamma": layerscale_stats(model)}
 
 

@@ -25,10 +25,10 @@ def pretraining_groups(model: nn.Module, weight_decay: float, lr: float, gamma_l
     out; each group carries its ``name``."""
     gammas = {id(m.gamma) for m in model.modules() if isinstance(m, LayerScale)}
     groups = {"decay": [], "no_decay": [], "layerscale": []}
-    for _, p in model.named_parameters():
+    for name, p in model.named_parameters():
         if id(p) in gammas:
             groups["layerscale"].append(p)
-        elif p.ndim >= 2 and not _is_token(p):
+        elif p.ndim >= 2 and not _is_token(name):
             groups["decay"].append(p)
         else:
             groups["no_decay"].append(p)
@@ -38,7 +38,8 @@ def pretraining_groups(model: nn.Module, weight_decay: float, lr: float, gamma_l
             for name, params in groups.items() if params]
 
 
-def _is_token(p) -> bool:
-    """Learned tokens and position tables ([1, ..., C] tensors: camera/register/cls tokens, pos_embed,
-    the camera head's empty pose token) are embeddings, not weights."""
-    return p.ndim >= 2 and p.shape[0] == 1
+def _is_token(name: str) -> bool:
+    """Learned tokens and position tables (camera/register/cls/mask tokens, pos_embed, the camera head's
+    empty pose tokens) are embeddings, not weights."""
+    last = name.rsplit(".", 1)[-1]
+    return "token" in last or last == "pos_embed"

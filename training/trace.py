@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from model.probes import aggregator_blocks
+from model.probes import BranchRMS, aggregator_blocks, layerscale_stats
 from model.vggt import LayerScale
 from .logs import CsvLog
 
@@ -27,17 +27,14 @@ from .logs import CsvLog
 class AggregatorTrace:
     def __init__(self, model: torch.nn.Module, path: str | Path, every: int = 25):
         self.path, self.every = Path(path), max(1, every)
-        self.blocks = aggregator_blocks(model)
         self.model = model
+        self.blocks = aggregator_blocks(model)
+        in_blocks = {id(p) for _, block in self.blocks for p in block.parameters()}
+        self.rest = [p for p in model.parameters() if id(p) not in in_blocks]
+        self.trunk_gammas = [m.gamma for n, m in model.named_modules()
+                             if ".trunk." in f".{n}." and isinstance(m, LayerScale)]
+        self.rms = BranchRMS(model)     # fed by every training forward
         self.log: CsvLog | None = None
-        self._rms: dict[str, float] = {}
-        self._hooks = []
-        for name, block in self.blocks:
-            self._hooks.append(block.register_forward_pre_hook(
-                lambda _m, args, key=name: self._rms.__setitem__(key, _rms(args[0]))))
-            for ls in ("ls1", "ls2"):
-                self._hooks.append(getattr(block, ls).register_forward_hook(
-                    lambda _m, _args, out, key=f"{name}.{ls}": self._rms.__setitem__(key, _rms(out))))
 
     def __call__(self, step: int) -> None:
         """Called by the trainer after optimizer step ``step`` (0-based), gradients still in place."""
@@ -46,28 +43,24 @@ class AggregatorTrace:
         if (step + 1) % self.every:
             return
         row = {"step": step + 1}
+        gammas, ratios = layerscale_stats(self.model), self.rms.ratios()
         total = 0.0
         for name, block in self.blocks:
             for ls in ("ls1", "ls2"):
-                gamma = getattr(block, ls).gamma
-                row[f"{name}.{ls}.gamma"] = float(gamma.detach().abs().mean())
-                row[f"{name}.{ls}.ratio"] = self._rms.get(f"{name}.{ls}", 0.0) / max(self._rms.get(name, 0.0), 1e-12)
-                row[f"{name}.{ls}.gamma_grad"] = _norm([gamma])
+                key = f"{name}.{ls}"
+                row[f"{key}.gamma"] = gammas[key]
+                row[f"{key}.ratio"] = ratios.get(key, 0.0)
+                row[f"{key}.gamma_grad"] = _norm([getattr(block, ls).gamma])
             grad = _norm([p for n, p in block.named_parameters() if not n.endswith("gamma")])
             row[f"{name}.grad"] = grad
             total += grad ** 2
-        others = _norm([p for n, p in self.model.named_parameters() if ".frame_blocks." not in n
-                        and ".global_blocks." not in n and not n.startswith(("frame_blocks.", "global_blocks."))])
-        row["blocks_grad"], row["rest_grad"] = total ** 0.5, others
-        trunk = [m.gamma for n, m in self.model.named_modules() if ".trunk." in f".{n}." and isinstance(m, LayerScale)]
-        if trunk:
-            row["camera_trunk.gamma"] = float(torch.cat([g.detach().abs().flatten() for g in trunk]).mean())
+        row["blocks_grad"], row["rest_grad"] = total ** 0.5, _norm(self.rest)
+        if self.trunk_gammas:
+            row["camera_trunk.gamma"] = float(torch.cat([g.detach().abs().flatten() for g in self.trunk_gammas]).mean())
         self.log.write(row)
 
     def close(self) -> None:
-        for hook in self._hooks:
-            hook.remove()
-        self._hooks = []
+        self.rms.close()
         if self.log is not None:
             self.log.__exit__()
 
@@ -75,7 +68,3 @@ class AggregatorTrace:
 def _norm(params) -> float:
     grads = [p.grad.detach().float() for p in params if p.grad is not None]
     return float(torch.sqrt(sum((g ** 2).sum() for g in grads))) if grads else 0.0
-
-
-def _rms(x: torch.Tensor) -> float:
-    return float(x.detach().float().pow(2).mean().sqrt())
