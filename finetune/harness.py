@@ -274,8 +274,14 @@ def run_one(cfg: FinetuneConfig, data: TaskData, method: str, lr: float, seed: i
 
     folder = run_dir(cfg, method, lr, seed)
     done = folder / "record.json"
+    identity = run_identity(cfg, method)
     if done.is_file():
-        return json.loads(done.read_text())
+        return check_reuse(done, json.loads(done.read_text()), identity)
+    started_with = folder / "identity.json"       # a killed run resumes only on the same base, basis, settings
+    if started_with.is_file():
+        check_reuse(started_with, json.loads(started_with.read_text()), identity)
+    else:
+        write_json(started_with, identity)
     device = _device(cfg)
     train_set = data.dataset("train", cfg.frames, cfg.resolution, seed=seed)
     loader = make_loader(train_set, batch_size=cfg.batch_size)
@@ -299,7 +305,7 @@ def run_one(cfg: FinetuneConfig, data: TaskData, method: str, lr: float, seed: i
     if result.status == "interrupted":
         raise KeyboardInterrupt(result.message)
     record = {"method": method, "lr": lr, "seed": seed, "trainable": trainable, "status": result.status,
-              "train": _log_summary(folder / "run" / "log.csv"), "log": str(folder / "run" / "log.csv"), "info": adapted.info, "settings": _settings(cfg)}
+              "train": _log_summary(folder / "run" / "log.csv"), "log": str(folder / "run" / "log.csv"), "info": adapted.info} | identity
     if result.status == "finished":
         adapted.save(folder / "adapter")
         record |= evaluate_model(cfg, data, adapted.model, folder)
@@ -351,9 +357,10 @@ def no_finetune(cfg: FinetuneConfig, data: TaskData) -> dict:
 
     folder = cfg.task_dir / NO_FINETUNE
     done = folder / "record.json"
+    identity = run_identity(cfg, NO_FINETUNE)
     if done.is_file():
-        return json.loads(done.read_text())
-    record = {"method": NO_FINETUNE, "trainable": 0} | evaluate_model(cfg, data, load_base(cfg), folder)
+        return check_reuse(done, json.loads(done.read_text()), identity)
+    record = {"method": NO_FINETUNE, "trainable": 0} | identity | evaluate_model(cfg, data, load_base(cfg), folder)
     const = {}
     for split in ("val", "test"):
         ds = data.dataset(split, cfg.frames, cfg.resolution, normalize=False)
@@ -468,6 +475,42 @@ def _settings(cfg: FinetuneConfig) -> dict:
     keep = ("task", "rank", "dim", "steps", "batch_size", "frames", "resolution", "heads", "warmup", "weight_decay",
             "checkpoint", "basis", "targets", "data", "max_dist_mm")
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k in keep}
+
+
+def run_identity(cfg: FinetuneConfig, method: str) -> dict:
+    """What a finished run's numbers depend on beyond its folder name (method, lr, seed): the settings, the
+    base model's sha256 and, for ``ours``, the mined basis's."""
+    settings = _settings(cfg)
+    if method == NO_FINETUNE:               # the base model's evaluation depends on the data and its sampling only
+        settings = {k: v for k, v in settings.items() if k in ("task", "frames", "resolution", "data", "max_dist_mm", "checkpoint")}
+    ident = {"settings": settings, "checkpoint_sha256": checkpoint_sha(cfg)}
+    if method == "ours" and cfg.basis is not None and resolve(cfg.basis).is_file():
+        path = resolve(cfg.basis)
+        st = path.stat()
+        ident["basis_sha256"] = _sha(str(path), (st.st_size, st.st_mtime_ns))
+    return ident
+
+
+def check_reuse(path: Path, record: dict, identity: dict) -> dict:
+    """``record`` when it was made on the same base model, basis and settings as ``identity``; otherwise
+    FinetuneError in one line naming what differs (records from before the base model's sha256 was stored
+    are refused too: nothing says which weights made them)."""
+    for key, what in (("checkpoint_sha256", "base model"), ("basis_sha256", "mined basis")):
+        if key not in identity:
+            continue
+        stored = record.get(key)
+        if stored is None:
+            raise FinetuneError(f"{path}: made before runs recorded their {what}'s sha256 (this {what}: "
+                                f"{identity[key][:12]}…); delete the folder or use another --out")
+        if stored != identity[key]:
+            raise FinetuneError(f"{path}: made on another {what} (sha256 {stored[:12]}…, this one {identity[key][:12]}…); "
+                                "delete the folder or use another --out")
+    stored = record.get("settings") or {}
+    changed = [f"{k}: {stored.get(k)!r} -> {v!r}" for k, v in identity["settings"].items()
+               if k in stored and stored[k] != v and k not in ("checkpoint", "basis")]   # files: their sha256 above
+    if changed:
+        raise FinetuneError(f"{path}: made with other settings ({'; '.join(changed)}); delete the folder or use another --out")
+    return record
 
 
 def _log_summary(log: Path, window: int = 20) -> dict:

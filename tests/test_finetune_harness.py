@@ -128,6 +128,28 @@ def test_run_is_recorded_skipped_when_done_and_compared(task):
     assert grid["chosen"] == 1e-3 and grid["tried"][0]["lr"] == 1e-3
 
 
+def test_a_record_from_another_base_model_or_settings_is_refused(task, tmp_path):
+    """A finished run is reused only on the base model (sha256) and settings that made it."""
+    from finetune.harness import FinetuneError
+
+    root, data = task
+    other = tmp_path / "other.safetensors"
+    save_checkpoint(tiny(layer_scale=0.5), other)
+    cfg = config(root, lr=1e-3, out=str(tmp_path / "runs"))
+    run_method(cfg, data, "psv", say=lambda *_: None)
+    record = tmp_path / "runs/face/psv-d64/lr0.001/seed0/record.json"
+    stored = json.loads(record.read_text())
+    assert len(stored["checkpoint_sha256"]) == 64 and stored["settings"]["steps"] == 3
+    with pytest.raises(FinetuneError, match=r"record\.json: made on another base model \(sha256 " + stored["checkpoint_sha256"][:12]):
+        run_method(dataclasses.replace(cfg, checkpoint=str(other)), data, "psv", say=lambda *_: None)
+    with pytest.raises(FinetuneError, match=r"made with other settings \(steps: 3 -> 4\)"):
+        run_method(dataclasses.replace(cfg, steps=4), data, "psv", say=lambda *_: None)
+    legacy = {k: v for k, v in stored.items() if k != "checkpoint_sha256"}   # a record from before the sha256
+    record.write_text(json.dumps(legacy))
+    with pytest.raises(FinetuneError, match="made before runs recorded their base model's sha256"):
+        run_method(cfg, data, "psv", say=lambda *_: None)
+
+
 def test_evaluation_of_a_perfect_prediction(task):
     _, data = task
     ds = data.dataset("test", frames=2, resolution=28, normalize=False)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from mining.config import MineConfig, MineConfigError
-from mining.report import readme, short_layer, summarize, load_members, write_report
+from mining.report import short_layer, summarize, load_members, write_report
+from mining.report_text import readme
 from mining.subspace import choose_rank
 
 ATTRS = ("texture", "geometry", "camera", "lighting")
