@@ -150,6 +150,8 @@ def pretrain(
     decay_all: bool = typer.Option(False, "--decay-all", help="weight decay on gammas, norms, biases and tokens too "
                                    "(the first base model's recipe; for comparisons)"),
     patch_embed: Optional[str] = typer.Option(None, help="conv | dino (a small DINOv2-style ViT) (default: the recipe's)"),
+    crop: float = typer.Option(1.0, help="random crop: smallest side fraction (1 = none), intrinsics follow"),
+    flip: float = typer.Option(0.0, help="probability of mirroring a sequence, cameras mirrored with it"),
 ) -> None:
     """Pretrain a small VGGT from scratch on mixed renders (CPU-scale), evaluate it and write a model card."""
     from render.dataset import PartitionError
@@ -158,7 +160,7 @@ def pretrain(
     cfg = PretrainConfig(data=data, partitions=partitions, held_out=held_out, preset=preset, steps=steps,
                          batch_size=batch_size, frames=frames, resolution=resolution, lr=lr, seed=seed, out=out,
                          ship=ship, generator_config=generator_config, render_preset=render_preset,
-                         decay_all=decay_all, **{k: v for k, v in dict(init_values=init_values, patch_embed=patch_embed,
+                         decay_all=decay_all, crop=crop, flip=flip, **{k: v for k, v in dict(init_values=init_values, patch_embed=patch_embed,
                                                                        gamma_lr_scale=gamma_lr_scale).items()
                                                  if v is not None})
     try:
@@ -396,6 +398,8 @@ def mine(
                      depth_weight=depth_weight, point_weight=point_weight, targets=targets, subspace_rank=sub_rank,
                      rank_bounds=bounds, alpha=alpha, eps=eps, max_iter=max_iter, device=device,
                      gradient_checkpointing=gradient_checkpointing)
+    if ctx.invoked_subcommand == "curve":
+        return                                      # one mining run per checkpoint, each with its own folder
     with _mine_step():
         if (out / CONFIG_FILE).is_file() and preset is None:
             cfg = stored_config(out, **overrides)
@@ -526,6 +530,34 @@ def mine_transfer(
         unfinished = [m.name for m in all_members(cfg) if not is_done(cfg, m)]
         if unfinished:
             typer.echo(f"{len(unfinished)} member(s) not trained yet are left out: {', '.join(unfinished[:4])}")
+
+
+@mine_app.command("curve")
+def mine_curve(
+    checkpoints: list[Path] = typer.Argument(..., help="base model weights in pretraining order (e.g. "
+                                                      "runs/pretrain/milestones/*.safetensors)"),
+    out: Path = typer.Option(Path("runs/mining_curve"), help="one mining run per checkpoint in OUT/<stem>/, "
+                                                             "then OUT/curve.json and curve.png"),
+    preset: str = typer.Option("quick", help="mining preset of every run"),
+    data: Optional[Path] = typer.Option(None, help="render root of the mining partitions (default: data/synth)"),
+    shard: Optional[str] = typer.Option(None, help="I/N: this job's slice of every run's members"),
+    render: bool = typer.Option(True, "--render/--no-render", help="render missing partitions first"),
+) -> None:
+    """The mining signals (common share, cross/self, member p, transfer) against pretraining: the same
+    mining run on each checkpoint (resumable, farm-shardable)."""
+    from mining.curve import run_curve
+    from render.jobs import parse_shard
+
+    missing = [str(c) for c in checkpoints if not c.is_file()]
+    if missing:
+        fail(f"{missing[0]}: no such checkpoint")
+    with _mine_step():
+        rows = run_curve(checkpoints, out, preset=preset, shard=parse_shard(shard), render=render, progress=typer.echo,
+                         **({"data": str(data)} if data else {}))
+    typer.echo(f"curve: {out / 'curve.json'} ({len(rows)} of {len(checkpoints)} checkpoint(s) complete)")
+    for r in rows:
+        typer.echo(f"  step {r['step']}: common share {r['common_share']:.2f}, cross/self {r['cross_self']:.2f}, "
+                   f"member p {r['member_p']:.3f}, transfer {100 * (r['transfer'] or float('nan')):+.2f} %")
 
 
 @mine_app.command("report")

@@ -58,6 +58,8 @@ class PretrainConfig:
     depth_weight: float = 1.0
     point_weight: float = 1.0           # the point head is trained too (predict fuses depth, but users read both)
     color_jitter: float = 0.1
+    crop: float = 1.0                   # smallest side fraction of a random crop (1 = none; training.data)
+    flip: float = 0.0                   # probability of a mirrored sequence, cameras mirrored with it
     # The aggregator's blocks must open (docs/model.md, "Pretraining"): LayerScale init of its blocks, a
     # learning-rate multiplier for every LayerScale gamma, and weight decay on matrices only.
     init_values: float = 1.0            # aggregator and camera-trunk blocks; official VGGT: 0.01, which from
@@ -99,7 +101,8 @@ def pretrain(cfg: PretrainConfig, root: Path, progress: bool = True) -> dict:
     """Train, evaluate and (if cfg.ship) write the model and its card. Returns the metrics."""
     train_parts, val_parts = split_partitions(root, cfg)
     common = dict(num_frames=cfg.frames, resolution=cfg.resolution)
-    train_set = SynthSequences(train_parts, seed=cfg.seed, color_jitter=cfg.color_jitter, **common)
+    train_set = SynthSequences(train_parts, seed=cfg.seed, color_jitter=cfg.color_jitter, crop=cfg.crop, flip=cfg.flip,
+                               **common)
     val_set = SynthSequences(val_parts, seed=cfg.seed + 1, **common)
 
     model_cfg = model_config(cfg)
@@ -211,7 +214,9 @@ def check_run_settings(cfg: PretrainConfig) -> None:
     mine = json.loads(json.dumps({k: v for k, v in dataclasses.asdict(cfg).items() if k not in _FREE_SETTINGS},
                                  default=str))
     if path.exists():
-        theirs = json.loads(path.read_text())
+        # a setting added after the run started counts as its default there
+        defaults = json.loads(json.dumps(dataclasses.asdict(PretrainConfig()), default=str))
+        theirs = defaults | json.loads(path.read_text())
         changed = [f"{k}: {theirs.get(k)!r} -> {v!r}" for k, v in mine.items() if theirs.get(k) != v]
         if changed:
             raise ValueError(f"{path}: the run was started with other settings ({'; '.join(changed)}); "

@@ -102,6 +102,13 @@ def test_a_run_folder_refuses_other_settings(mixed, tmp_path):
     pretrain(config(tmp_path, ship=None), mixed, progress=False)
     with pytest.raises(ValueError, match=r"settings.json: the run was started with other settings \(gamma_lr_scale"):
         pretrain(config(tmp_path, ship=None, gamma_lr_scale=5.0), mixed, progress=False)
+    # a run started before a setting existed resumes: the missing setting counts as its default
+    settings = tmp_path / "run" / "settings.json"
+    stored = json.loads(settings.read_text())
+    settings.write_text(json.dumps({k: v for k, v in stored.items() if k not in ("crop", "flip")}))
+    pretrain(config(tmp_path, ship=None), mixed, progress=False)
+    with pytest.raises(ValueError, match=r"other settings \(flip: 0.0 -> 0.5\)"):
+        pretrain(config(tmp_path, ship=None, flip=0.5), mixed, progress=False)
 
 
 def test_too_few_partitions_is_a_clear_error(mixed, tmp_path):

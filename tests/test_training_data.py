@@ -215,3 +215,63 @@ def test_loader_stacks_sequences_into_batches(partitions):
     assert batch["images"].shape == (2, 2, 3, 28, 28) and batch["world_points"].shape == (2, 2, 28, 28, 3)
     assert batch["extrinsics"].shape == (2, 2, 3, 4) and batch["point_masks"].dtype == torch.bool
     assert batch["seq_name"] == ["mixed/p000/s0000", "mixed/p000/s0001"]
+
+
+def _cross_view_error(seq) -> float:
+    """Median relative depth disagreement when view 0's points are projected into views 1 and 2 and
+    compared with those views' own depth at the nearest pixel (occluded points are the tail, not the
+    median). Small only when the cameras and the depth maps describe one scene."""
+    errors = []
+    for j in (1, 2):
+        H, W = seq["depths"].shape[1:]
+        pts = seq["world_points"][0][seq["point_masks"][0]].double()
+        pu, pv, z = _project(pts, seq["intrinsics"][j].double(), seq["extrinsics"][j].double())
+        iu, iv = pu.round().long(), pv.round().long()
+        inside = (iu >= 0) & (iu < W) & (iv >= 0) & (iv < H) & (z > 0)
+        seen = seq["depths"][j].double()[iv[inside], iu[inside]]
+        ok = seen > 0
+        errors.append(((z[inside][ok] - seen[ok]).abs() / seen[ok]))
+    return float(torch.cat(errors).median())
+
+
+def test_flipped_sequence_is_the_mirrored_scene(partitions):
+    """flip=1: every view mirrored left-right, world points the reflection of the unflipped ones (camera-0
+    frame, S = diag(-1, 1, 1)) pixel for pixel, cameras [S R S | S t] and still proper rotations, and the
+    views still agree with each other."""
+    plain = SynthSequences(partitions, num_frames=3, extras=True)
+    flipped = SynthSequences(partitions, num_frames=3, extras=True, flip=1.0)
+    S = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))
+    for a, b in zip(plain, flipped):
+        assert torch.equal(a["ids"], b["ids"])
+        assert torch.equal(b["images"], a["images"].flip(-1)) and torch.equal(b["depths"], a["depths"].flip(-1))
+        assert torch.allclose(b["world_points"], a["world_points"].flip(-2) @ S, atol=1e-5)
+        assert torch.allclose(b["extrinsics"][:, :, :3], S @ a["extrinsics"][:, :, :3] @ S, atol=1e-6)
+        assert torch.allclose(torch.linalg.det(b["extrinsics"][:, :, :3]), torch.ones(3), atol=1e-5)
+        assert torch.allclose(b["normals"], a["normals"].flip(-2) @ S)
+        assert _cross_view_error(b) == pytest.approx(_cross_view_error(a), abs=1e-4)
+    # the flipped views with the unflipped cameras do not describe one scene
+    good = np.mean([_cross_view_error(b) for b in flipped])
+    wrong = np.mean([_cross_view_error(dict(b, extrinsics=a["extrinsics"])) for a, b in zip(plain, flipped)])
+    assert wrong > 3 * good
+    with pytest.raises(ValueError, match="flip must be a probability"):
+        SynthSequences(partitions, num_frames=3, flip=1.5)
+
+
+def test_cropped_sequence_keeps_every_view_consistent(partitions):
+    """crop: one window per sequence, rescaled to the output size; the intrinsics follow, so each view's
+    points project onto their pixels and the views agree with each other as well as uncropped ones do.
+    Without the principal-point shift they would not."""
+    ds = SynthSequences(partitions, num_frames=3, resolution=(28, 42), crop=0.5, seed=3)
+    plain = SynthSequences(partitions, num_frames=3, resolution=(28, 42), seed=3)
+    errors, refs, broken = [], [], []
+    for seq, ref in zip(ds, plain):
+        assert seq["depths"].shape == ref["depths"].shape
+        assert not torch.equal(seq["images"], ref["images"])               # a real window, not the whole view
+        errors.append(_cross_view_error(seq))
+        refs.append(_cross_view_error(ref))
+        shifted = dict(seq, intrinsics=seq["intrinsics"].clone())
+        shifted["intrinsics"][1:, 0, 2] += 3.0                             # a principal point 3 px off
+        broken.append(_cross_view_error(shifted))
+    assert np.mean(errors) <= 1.5 * np.mean(refs) and np.mean(broken) > 3 * np.mean(errors)
+    again = SynthSequences(partitions, num_frames=3, resolution=(28, 42), crop=0.5, seed=3)
+    assert torch.equal(again[1]["images"], ds[1]["images"])               # deterministic per (seed, index)

@@ -57,17 +57,30 @@ class SynthSequences(Dataset):
     costs about a third of the loading time). ``transparent_masks`` adds where the first surface is a
     transparent object (``render.dataset.Sample.transparent_masks``: transparent-scene partitions write
     them, docs/transparent.md; other partitions' glass is derived from their specs).
+
+    Geometric multipliers (off by default; both keep every view's geometry exact):
+    ``crop`` < 1 cuts one window of side fraction in ``[crop, 1]`` at a random place out of every view of
+    the sequence and rescales it to the output size, the principal point moved and the focal lengths
+    scaled with it; ``flip`` is the probability that the whole sequence is mirrored left-right, which is a
+    reflection x -> -x in every camera's frame: principal point cx -> W - 1 - cx, rotation S R S and
+    translation S t with S = diag(-1, 1, 1), normals' x negated. A mirrored scene is a valid scene; the
+    cameras stay proper rotations.
     """
 
     def __init__(self, partitions: Sequence[str | Path], num_frames: int, resolution: int | tuple[int, int] | None = None,
                  seed: int = 0, color_jitter: float = 0.0, normalize: bool = True, extras: bool = False,
-                 transparent_masks: bool = False):
+                 transparent_masks: bool = False, crop: float = 1.0, flip: float = 0.0):
         if not partitions:
             raise ValueError("no partitions given (find_partitions found none?)")
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
         if not 0.0 <= color_jitter < 1.0:
             raise ValueError(f"color_jitter must be in [0, 1), got {color_jitter}")
+        if not 0.0 < crop <= 1.0:
+            raise ValueError(f"crop must be in (0, 1], got {crop}")
+        if not 0.0 <= flip <= 1.0:
+            raise ValueError(f"flip must be a probability in [0, 1], got {flip}")
+        self.crop, self.flip = crop, flip
         if resolution is not None:
             resolution = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
             _check_patch_multiple(resolution, "resolution")
@@ -100,8 +113,14 @@ class SynthSequences(Dataset):
         if self.transparent_masks:  # uint8 through the resize (cv2 has no bool images)
             extras["transparent_masks"] = sample.transparent_masks[ids].astype(np.uint8)
         intrinsics, extrinsics = sample.intrinsics[ids].astype(np.float64), sample.extrinsics[ids].astype(np.float64)
-        if self.resolution is not None and self.resolution != depths.shape[1:]:
-            images, depths, intrinsics, extras = _resize_views(images, depths, intrinsics, self.resolution, extras)
+        size = self.resolution or depths.shape[1:]
+        if self.crop < 1.0:
+            images, depths, intrinsics, extras = _crop_views(images, depths, intrinsics, extras, self.crop,
+                                                             np.random.default_rng((self.seed, index, 2)))
+        if size != depths.shape[1:]:
+            images, depths, intrinsics, extras = _resize_views(images, depths, intrinsics, size, extras)
+        if self.flip and np.random.default_rng((self.seed, index, 3)).random() < self.flip:
+            images, depths, intrinsics, extrinsics, extras = _flip_views(images, depths, intrinsics, extrinsics, extras)
         images = images.astype(np.float32) / 255.0
         if self.color_jitter:
             images = _jitter_colors(images, self.color_jitter, np.random.default_rng((self.seed, index, 1)))
@@ -194,6 +213,39 @@ def _resize_views(images, depths, intrinsics, hw: tuple[int, int], per_pixel: di
     intrinsics[:, 0, 2] = (intrinsics[:, 0, 2] + 0.5) * sx - 0.5
     intrinsics[:, 1, 2] = (intrinsics[:, 1, 2] + 0.5) * sy - 0.5
     return images, depths, intrinsics, per_pixel
+
+
+def _crop_views(images, depths, intrinsics, per_pixel: dict, smallest: float, rng: np.random.Generator):
+    """One window, side fraction drawn from [smallest, 1], at one random place in every view; the
+    principal point moves with the window's corner."""
+    H, W = depths.shape[1:]
+    scale = rng.uniform(smallest, 1.0)
+    h, w = max(1, round(scale * H)), max(1, round(scale * W))
+    y0, x0 = int(rng.integers(0, H - h + 1)), int(rng.integers(0, W - w + 1))
+    window = (slice(None), slice(y0, y0 + h), slice(x0, x0 + w))
+    intrinsics = intrinsics.copy()
+    intrinsics[:, 0, 2] -= x0
+    intrinsics[:, 1, 2] -= y0
+    return (np.ascontiguousarray(images[window]), np.ascontiguousarray(depths[window]), intrinsics,
+            {k: np.ascontiguousarray(v[window]) for k, v in per_pixel.items()})
+
+
+def _flip_views(images, depths, intrinsics, extrinsics, per_pixel: dict):
+    """Mirror every view left-right: x -> -x in each camera's frame (S = diag(-1, 1, 1)), so the world is
+    mirrored too and cam-from-world becomes [S R S | S t]."""
+    W = depths.shape[2]
+    S = np.diag([-1.0, 1.0, 1.0])
+    intrinsics = intrinsics.copy()
+    intrinsics[:, 0, 2] = W - 1 - intrinsics[:, 0, 2]
+    extrinsics = np.concatenate([S @ extrinsics[:, :, :3] @ S, (S @ extrinsics[:, :, 3:])], axis=-1)
+    flipped = {}
+    for k, v in per_pixel.items():
+        v = v[:, :, ::-1]
+        if k == "normals":                  # camera-frame vectors: their x flips with the image
+            v = v * np.array([-1, 1, 1], dtype=v.dtype)
+        flipped[k] = np.ascontiguousarray(v)
+    return (np.ascontiguousarray(images[:, :, ::-1]), np.ascontiguousarray(depths[:, :, ::-1]), intrinsics,
+            extrinsics, flipped)
 
 
 def _jitter_colors(images: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
