@@ -152,15 +152,23 @@ def pretrain(
     patch_embed: Optional[str] = typer.Option(None, help="conv | dino (a small DINOv2-style ViT) (default: the recipe's)"),
     crop: float = typer.Option(1.0, help="random crop: smallest side fraction (1 = none), intrinsics follow"),
     flip: float = typer.Option(0.0, help="probability of mirroring a sequence, cameras mirrored with it"),
+    downstream: str = typer.Option("face,human,transparent", help="with --ship: the downstream tasks whose test "
+                                   "split the model is evaluated on before fine-tuning, against a constant depth map "
+                                   "(their data is built where missing; 'none' for no task)"),
 ) -> None:
     """Pretrain a small VGGT from scratch on mixed renders (CPU-scale), evaluate it and write a model card."""
     from render.dataset import PartitionError
     from apps.pretrain import PretrainConfig, pretrain as run_pretrain, render_data
+    from finetune.harness import TASKS
 
+    unknown = [t for t in downstream.split(",") if t and t not in (*TASKS, "none")]
+    if unknown:
+        fail(f"--downstream {unknown[0]!r}: unknown task; choose from {', '.join(TASKS)} or none")
     cfg = PretrainConfig(data=data, partitions=partitions, held_out=held_out, preset=preset, steps=steps,
                          batch_size=batch_size, frames=frames, resolution=resolution, lr=lr, seed=seed, out=out,
                          ship=ship, generator_config=generator_config, render_preset=render_preset,
-                         decay_all=decay_all, crop=crop, flip=flip, **{k: v for k, v in dict(init_values=init_values, patch_embed=patch_embed,
+                         decay_all=decay_all, crop=crop, flip=flip,
+                         downstream=tuple(t for t in downstream.split(",") if t and t != "none"), **{k: v for k, v in dict(init_values=init_values, patch_embed=patch_embed,
                                                                        gamma_lr_scale=gamma_lr_scale).items()
                                                  if v is not None})
     try:

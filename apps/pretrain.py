@@ -74,6 +74,9 @@ class PretrainConfig:
     seed: int = 0
     out: Path = Path("runs/pretrain")
     ship: Path | None = None            # where to write the final weights and model card
+    # Downstream tasks (finetune/) whose test split the shipped model is evaluated on before any
+    # fine-tuning, against a constant depth map (built-in task data is built where missing).
+    downstream: tuple[str, ...] = ("face", "human", "transparent")
 
 
 def render_data(cfg: PretrainConfig, progress=None) -> Path:
@@ -163,12 +166,38 @@ def pretrain(cfg: PretrainConfig, root: Path, progress: bool = True) -> dict:
     plot_learning_curve(metrics["curve"], val_rows, cfg.out / "curve.png")
     if cfg.ship is not None:
         refuse_bypassed(metrics["aggregator"], cfg.out)
+        if cfg.downstream:
+            # the same float16 weights as the shipped file, in a file of their own: the task records are tied
+            # to a checkpoint's sha256, and the shipped file's metadata is only complete after this
+            final = cfg.out / "final.safetensors"
+            save_checkpoint(model, final, dtype=SHIP_DTYPE, extra={"step": str(result.step)})
+            metrics["downstream"] = evaluate_downstream(final, cfg.downstream, cfg.out / "downstream",
+                                                        cfg.resolution, cfg.frames)
+            write_json(cfg.out / "metrics.json", metrics)
         save_checkpoint(model, cfg.ship, dtype=SHIP_DTYPE, extra={"metrics": json.dumps(metrics)})
         example_figure(model, val_set, cfg.resolution, cfg.ship.with_name(cfg.ship.stem + "_examples.png"))
         with atomic_path(cfg.ship.with_name(cfg.ship.stem + "_curve.png")) as tmp:
             shutil.copyfile(cfg.out / "curve.png", tmp)
         write_text(cfg.ship.with_suffix(".md"), model_card(metrics, cfg.ship))
     return metrics
+
+
+def evaluate_downstream(checkpoint: Path, tasks, out: Path, resolution: int, frames: int, data_for=None,
+                        say=print) -> dict:
+    """Each task's test split (and validation) with the base model and with a constant depth map
+    (finetune.harness.no_finetune, records in OUT/<task>/none/); ``data_for(task, cfg)`` gives the task's
+    data (default: the built-in data, built where missing)."""
+    from finetune.harness import FinetuneConfig, no_finetune, task_data
+
+    results = {}
+    for task in tasks:
+        fcfg = FinetuneConfig(task=task, method="lora", checkpoint=str(checkpoint), out=str(out),
+                              resolution=resolution, frames=frames, progress=False)
+        data = data_for(task, fcfg) if data_for else task_data(fcfg, say=say)
+        record = no_finetune(fcfg, data)
+        results[task] = {"model": record["test"], "constant": record["constant_depth"]["test"],
+                         "checkpoint_sha256": record.get("checkpoint_sha256")}
+    return results
 
 
 def milestone_steps(cfg: PretrainConfig) -> set[int]:
@@ -202,8 +231,8 @@ def model_config(cfg: PretrainConfig) -> VGGTConfig:
     return dataclasses.replace(base, **changes)
 
 
-# Settings a resumed run may change: where it writes and what it ships, not what it trains.
-_FREE_SETTINGS = ("out", "ship")
+# Settings a resumed run may change: where it writes, what it ships and where it is evaluated, not what it trains.
+_FREE_SETTINGS = ("out", "ship", "downstream")
 
 
 def check_run_settings(cfg: PretrainConfig) -> None:

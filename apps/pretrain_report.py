@@ -17,6 +17,10 @@ from training.logs import read_log
 # blocks, and every adapter on them, act through a dead path.
 MIN_BLOCKS_RELIEF_CHANGE = 0.10
 
+# What a base model worth mining should reach on two cores (issue 22): held-out renders of its own
+# pretraining domain, and the real motorcycle pair against a constant depth map.
+TARGETS = {"abs_rel": 0.15, "delta1": 0.80, "rot_deg": 5.0, "motorcycle_vs_constant": 0.75}
+
 
 def plot_aggregator_trace(csv_path: Path, png: Path) -> None:
     """Mean |gamma| and branch ratio of each aggregator block's LayerScales against the step, and the
@@ -92,6 +96,8 @@ def model_card(m: dict, path: Path) -> str:
     lines += ["", f"Per held-out sequence, the model's depth beats the constant-depth baseline on "
                   f"{held['model']['abs_rel_wins']} of {held['model']['sequences']} sequences in AbsRel and on "
                   f"{held['model']['delta1_wins']} in δ<1.25."]
+    lines += targets_section(m)
+    lines += downstream_section(m.get("downstream"))
     lines += aggregator_section(m.get("aggregator"))
     lines += curve_section(m.get("curve"), path)
     lines += ["", f"![held-out renders and the motorcycle pair]({path.stem}_examples.png)"]
@@ -104,6 +110,71 @@ def model_card(m: dict, path: Path) -> str:
               "", "Numbers as measured by `python cli.py pretrain`; all metrics are in "
               f"`{m['pretrain_config']['out']}/metrics.json` and the file's safetensors metadata.", ""]
     return "\n".join(lines)
+
+
+def targets_section(m: dict) -> list[str]:
+    """The targets against this model, and for a missed held-out target the steps a power law fitted to
+    the learning curve's last milestones would need (an extrapolation without a floor: optimistic)."""
+    held, moto = m["held_out_renders"], m["middlebury_motorcycle"]
+    seconds_per_step = (m["train"].get("seconds") or float("nan")) / max(1, m["train"]["steps"])
+    rows = [("held-out renders, AbsRel", "abs_rel", f"≤ {TARGETS['abs_rel']:.2f}", held["model"]["abs_rel"],
+             held["baseline"]["abs_rel"], held["model"]["abs_rel"] <= TARGETS["abs_rel"]),
+            ("held-out renders, δ<1.25", "delta1", f"≥ {TARGETS['delta1']:.2f}", held["model"]["delta1"],
+             held["baseline"]["delta1"], held["model"]["delta1"] >= TARGETS["delta1"]),
+            ("held-out renders, rotation error (°)", "rot_deg", f"≤ {TARGETS['rot_deg']:g}", held["model"]["rot_deg"],
+             held["baseline"]["rot_deg"], held["model"]["rot_deg"] <= TARGETS["rot_deg"])]
+    limit = TARGETS["motorcycle_vs_constant"] * moto["baseline"]["abs_rel"]
+    rows.append(("Middlebury motorcycle, AbsRel", None, f"≤ {limit:.3f} (25 % below the constant)",
+                 moto["model"]["abs_rel"], moto["baseline"]["abs_rel"], moto["model"]["abs_rel"] <= limit))
+    lines = ["", "## Targets", "", "| measure | target | this model | constant / identity | met |", "|---|---|---|---|---|"]
+    notes = []
+    for label, key, target, value, control, met in rows:
+        lines.append(f"| {label} | {target} | {value:.3f} | {control:.3f} | {'yes' if met else '**no**'} |")
+        if not met and key is not None:
+            notes.append(_extrapolation(label, key, m.get("curve") or [], seconds_per_step))
+    return lines + [""] + [n for n in notes if n] if notes else lines
+
+
+def _extrapolation(label: str, key: str, curve: list[dict], seconds_per_step: float) -> str:
+    """``label``'s target from a power law err = a·step^(-b) fitted (log-log least squares) to the last
+    three milestones; for δ the error is 1 - δ."""
+    pts = [(r["step"], r[key]) for r in curve if r.get(key) is not None and r["step"] > 0][-3:]
+    target = TARGETS[key]
+    if key == "delta1":
+        pts, target = [(s, 1 - v) for s, v in pts], 1 - target
+    if len(pts) < 3 or any(v <= 0 for _, v in pts):
+        return f"- {label}: too few milestones to extrapolate."
+    slope, intercept = np.polyfit(np.log([s for s, _ in pts]), np.log([v for _, v in pts]), 1)
+    if slope >= 0:
+        return (f"- {label}: not improving over the last three milestones (steps {pts[0][0]}–{pts[-1][0]}); "
+                "more steps of this recipe would not reach it.")
+    log_steps = (np.log(target) - intercept) / slope
+    if log_steps > np.log(1e9):
+        return (f"- {label}: a power law through the last three milestones (exponent {slope:.2f}) needs more than "
+                "10⁹ steps: out of reach for this recipe at this scale.")
+    steps = float(np.exp(log_steps))
+    hours = steps * seconds_per_step / 3600
+    return (f"- {label}: a power law through the last three milestones (exponent {slope:.2f}) reaches the target "
+            f"at about {steps:,.0f} steps, {steps / pts[-1][0]:.0f}× this run"
+            + (f" (≈ {hours:,.0f} h at this run's {seconds_per_step:.2f} s/step)" if np.isfinite(hours) else "")
+            + "; an extrapolation without a floor, so a lower bound.")
+
+
+def downstream_section(down: dict | None) -> list[str]:
+    """Each downstream task's test split before fine-tuning: the model against a constant depth map."""
+    if not down:
+        return []
+    lines = ["", "## Downstream test splits before fine-tuning", "",
+             "`finetune.harness.no_finetune` on the built-in task data (median-scaled depth per view; points "
+             "in mm).", "", "| task | predictor | AbsRel | δ<1.25 | Acc mean (mm) | NC mean | sequences |",
+             "|---|---|---|---|---|---|---|"]
+    fmt = lambda v, d=3: "—" if v is None or v != v else f"{v:.{d}f}"  # noqa: E731
+    for task, r in down.items():
+        for who, label in (("model", "this model"), ("constant", "constant depth")):
+            x = r[who]
+            lines.append(f"| {task} | {label} | {fmt(x.get('abs_rel'))} | {fmt(x.get('delta1'))} | "
+                         f"{fmt(x.get('acc_mean'), 2)} | {fmt(x.get('nc_mean'))} | {x.get('sequences', '—')} |")
+    return lines
 
 
 def _recipe_line(p: dict) -> str:

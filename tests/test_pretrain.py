@@ -11,7 +11,7 @@ from safetensors import safe_open
 
 from synthetic import write_partitions
 from model import load_model
-from apps.pretrain import PretrainConfig, model_card, pretrain, split_partitions
+from apps.pretrain import PretrainConfig, evaluate_downstream, model_card, pretrain, split_partitions
 
 torch.set_num_threads(1)
 
@@ -22,7 +22,7 @@ def mixed(tmp_path_factory):
 
 
 def config(tmp_path, **kw) -> PretrainConfig:
-    kw = dict(init_values=1.0, ship=tmp_path / "ship" / "tiny.safetensors") | kw
+    kw = dict(init_values=1.0, ship=tmp_path / "ship" / "tiny.safetensors", downstream=()) | kw
     return PretrainConfig(partitions=3, held_out=1, preset="tiny", frames=3, resolution=56, batch_size=1,
                           steps=4, lr=1e-3, out=tmp_path / "run", **kw)
 
@@ -114,3 +114,39 @@ def test_a_run_folder_refuses_other_settings(mixed, tmp_path):
 def test_too_few_partitions_is_a_clear_error(mixed, tmp_path):
     with pytest.raises(ValueError, match="3 of 5 partitions complete"):
         split_partitions(mixed, PretrainConfig(partitions=5, held_out=1))
+
+
+def test_targets_and_downstream_controls_on_the_card(mixed, tmp_path):
+    """The card's targets table (met or not, with the learning curve's extrapolation for a missed one) and
+    a downstream task's test split before fine-tuning against a constant depth map."""
+    from synthetic import write_mesh_partitions, write_test_meshes
+    from finetune.data import TaskData
+
+    cfg = config(tmp_path)
+    metrics = pretrain(cfg, mixed, progress=False)
+    meshes = write_test_meshes(tmp_path / "meshes")
+    partitions, info = {}, {}
+    for seed, split in enumerate(("train", "val", "test")):
+        for fmt, label in (("ply", 1), ("obj", 1), ("off", 0)):
+            job = write_mesh_partitions(tmp_path / "render" / split / fmt, meshes[fmt], rig="micro-baseline",
+                                        samples=2, views=3, hw=(56, 56), seed=seed, name="m")
+            for p in job.partition_ids():
+                d = job.partition_dir(p)
+                partitions.setdefault(split, []).append(d)
+                info[d] = {"label": label, "kind": fmt, "identity": fmt}
+    data = TaskData(name="face", partitions=partitions, info=info)
+    down = evaluate_downstream(cfg.ship, ["face"], tmp_path / "downstream", 56, 3, data_for=lambda task, fcfg: data)
+    face = down["face"]
+    assert face["model"]["sequences"] == face["constant"]["sequences"] == 6
+    assert face["model"]["abs_rel"] != face["constant"]["abs_rel"] and 0 <= face["constant"]["delta1"] <= 1
+    assert (tmp_path / "downstream/face/none/record.json").is_file()
+
+    card = model_card(metrics | {"downstream": down}, cfg.ship)
+    assert "## Downstream test splits before fine-tuning" in card
+    assert f"| face | this model | {face['model']['abs_rel']:.3f} |" in card
+    assert f"| face | constant depth | {face['constant']['abs_rel']:.3f} |" in card
+    targets = card.split("## Targets")[1].split("##")[0]
+    held = metrics["held_out_renders"]["model"]
+    assert f"| held-out renders, AbsRel | ≤ 0.15 | {held['abs_rel']:.3f} |" in targets
+    assert targets.count("| **no** |") + targets.count("| yes |") == 4
+    assert ("power law" in targets) or ("not improving" in targets) or held["abs_rel"] <= 0.15
