@@ -209,3 +209,43 @@ def test_transfer_matrix_in_shards_matches_peft(setup):
     assert base["geometry/m00"][0] == pytest.approx(base_loss, rel=1e-6) and base_loss != lora_loss
     rel = summary["member_rel"]["texture/m01"]["geometry/m00"]
     assert rel == pytest.approx(np.mean((np.array(file["geometry/m00"]) - base["geometry/m00"]) / base["geometry/m00"]))
+
+
+def test_mining_curve_over_checkpoints(setup):
+    """`mine curve`: one mining run per checkpoint, the signals of each in curve.json in step order, and a
+    finished curve is not trained again."""
+    import dataclasses
+
+    from mining.curve import run_curve
+
+    root = setup
+    checkpoints = []
+    for step, seed in ((20, 1), (10, 2)):                     # given out of step order on purpose
+        with seeded(seed):
+            model = VGGT(dataclasses.replace(VGGTConfig.preset("tiny"), init_values=1.0))
+        path = root / "milestones" / f"step_{step:08d}.safetensors"
+        path.parent.mkdir(exist_ok=True)
+        save_checkpoint(model, path)
+        checkpoints.append(path)
+    settings = dict(data=str(root / "data"), members=2, mixed_members=2, steps=4, rank=2, subspace_rank=2,
+                    resolution=28, frames=2)
+    out = root / "curve"
+    rows = run_curve(checkpoints, out, render=False, progress=lambda *_: None, **settings)
+    assert [r["step"] for r in rows] == [20, 10]              # the order given (pretraining order is the caller's)
+    stored = json.loads((out / "curve.json").read_text())
+    assert [r["checkpoint"] for r in stored] == [str(c) for c in checkpoints]
+    for r in stored:
+        assert 0 <= r["common_share"] <= 1 and r["cross_self"] > 0 and 0 < r["member_p"] <= 1
+        assert r["members"] == 10 and r["pairs"] == 6
+        lo, hi = r["transfer_ci95"]                            # 8 attribute members: a bootstrap CI of the contrast
+        assert lo <= r["transfer"] <= hi and 0 < r["transfer_p"] <= 1
+    a = json.loads((out / "step_00000020/config.json").read_text())["checkpoint_sha256"]
+    b = json.loads((out / "step_00000010/config.json").read_text())["checkpoint_sha256"]
+    assert a != b                                             # each run mined its own base model
+    assert (out / "curve.png").stat().st_size > 1000
+    record = out / "step_00000010/members/camera/m01/member.json"
+    stamp = record.stat().st_mtime_ns
+    again = run_curve(checkpoints, out, render=False, progress=lambda *_: None, **settings)
+    assert record.stat().st_mtime_ns == stamp and again == rows
+    r = cli("mine", "curve", str(root / "milestones/step_missing.safetensors"), "--out", str(out))
+    assert r.returncode == 2 and "no such checkpoint" in r.stderr and "Traceback" not in r.stderr
