@@ -196,7 +196,6 @@ def test_transfer_matrix_in_shards_matches_peft(setup):
     assert (out / "transfer.png").stat().st_size > 1000
 
     cfg = stored_config(out)
-    member = Member("texture", 1)
     file = json.loads((out / "transfer" / "texture_m01.json").read_text())["losses"]
     base = json.loads((out / "transfer" / "base.json").read_text())["losses"]
     _, held, _ = member_data(cfg, Member("geometry", 0), member_seed(cfg, Member("geometry", 0)))
@@ -227,8 +226,9 @@ def test_mining_curve_over_checkpoints(setup):
         path.parent.mkdir(exist_ok=True)
         save_checkpoint(model, path)
         checkpoints.append(path)
-    settings = dict(data=str(root / "data"), members=2, mixed_members=2, steps=4, rank=2, subspace_rank=2,
-                    resolution=28, frames=2)
+    # two attributes keep it short: 6 members per run, one attribute pair, 4 attribute members for the contrast
+    settings = dict(data=str(root / "data"), attributes=("texture", "lighting"), members=2, mixed_members=2, steps=4,
+                    rank=2, subspace_rank=2, resolution=28, frames=2)
     out = root / "curve"
     rows = run_curve(checkpoints, out, render=False, progress=lambda *_: None, **settings)
     assert [r["step"] for r in rows] == [20, 10]              # the order given (pretraining order is the caller's)
@@ -236,14 +236,14 @@ def test_mining_curve_over_checkpoints(setup):
     assert [r["checkpoint"] for r in stored] == [str(c) for c in checkpoints]
     for r in stored:
         assert 0 <= r["common_share"] <= 1 and r["cross_self"] > 0 and 0 < r["member_p"] <= 1
-        assert r["members"] == 10 and r["pairs"] == 6
-        lo, hi = r["transfer_ci95"]                            # 8 attribute members: a bootstrap CI of the contrast
+        assert r["members"] == 6 and r["pairs"] == 1
+        lo, hi = r["transfer_ci95"]                            # 4 attribute members: a bootstrap CI of the contrast
         assert lo <= r["transfer"] <= hi and 0 < r["transfer_p"] <= 1
     a = json.loads((out / "step_00000020/config.json").read_text())["checkpoint_sha256"]
     b = json.loads((out / "step_00000010/config.json").read_text())["checkpoint_sha256"]
     assert a != b                                             # each run mined its own base model
     assert (out / "curve.png").stat().st_size > 1000
-    record = out / "step_00000010/members/camera/m01/member.json"
+    record = out / "step_00000010/members/lighting/m01/member.json"
     stamp = record.stat().st_mtime_ns
     again = run_curve(checkpoints, out, render=False, progress=lambda *_: None, **settings)
     assert record.stat().st_mtime_ns == stamp and again == rows
