@@ -144,6 +144,10 @@ def _extrapolation(label: str, key: str, curve: list[dict], seconds_per_step: fl
         pts, target = [(s, 1 - v) for s, v in pts], 1 - target
     if len(pts) < 3 or any(v <= 0 for _, v in pts):
         return f"- {label}: too few milestones to extrapolate."
+    control = {"abs_rel": "constant_abs_rel", "rot_deg": "identity_rot_deg"}.get(key)
+    if control and curve[-1].get(control) is not None and curve[-1][key] >= curve[-1][control]:
+        return (f"- {label}: at the last milestone no better than the constant / identity "
+                f"({curve[-1][key]:.3f} against {curve[-1][control]:.3f}): there is no learning to extrapolate.")
     slope, intercept = np.polyfit(np.log([s for s, _ in pts]), np.log([v for _, v in pts]), 1)
     if slope >= 0:
         return (f"- {label}: not improving over the last three milestones (steps {pts[0][0]}–{pts[-1][0]}); "
