@@ -191,7 +191,7 @@ def evaluate_downstream(checkpoint: Path, tasks, out: Path, resolution: int, fra
 
     results = {}
     for task in tasks:
-        fcfg = FinetuneConfig(task=task, method="lora", checkpoint=str(checkpoint), out=str(out),
+        fcfg = FinetuneConfig(task=task, checkpoint=str(checkpoint), out=str(out),
                               resolution=resolution, frames=frames, progress=False)
         data = data_for(task, fcfg) if data_for else task_data(fcfg, say=say)
         record = no_finetune(fcfg, data)

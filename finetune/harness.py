@@ -121,10 +121,15 @@ def _sha(path: str, stat: tuple) -> str:
     return file_sha256(path)
 
 
-def checkpoint_sha(cfg: FinetuneConfig) -> str:
-    path = resolve(cfg.checkpoint)
+def file_sha(path: str | Path) -> str:
+    """sha256 of a file (``resolve``d), hashed once per size and modification time."""
+    path = resolve(str(path))
     st = path.stat()
     return _sha(str(path), (st.st_size, st.st_mtime_ns))
+
+
+def checkpoint_sha(cfg: FinetuneConfig) -> str:
+    return file_sha(cfg.checkpoint)
 
 
 def load_base(cfg: FinetuneConfig) -> torch.nn.Module:
@@ -290,7 +295,7 @@ def run_one(cfg: FinetuneConfig, data: TaskData, method: str, lr: float, seed: i
     _, size = method_size(cfg, method)
     ctx = MethodContext(method=method, targets=target_layers(cfg, model), rank=size or cfg.rank, steps=cfg.steps,
                         seed=seed, basis=resolve(cfg.basis), calibration=calibration, device=device,
-                        checkpoint_sha256=checkpoint_sha(cfg), workdir=cfg.task_dir / "cache")
+                        checkpoint_sha256=identity["checkpoint_sha256"], workdir=cfg.task_dir / "cache")
     started = time.time()
     adapted = prepare(method, model, ctx)
     params = list(adapted.params)
@@ -485,9 +490,7 @@ def run_identity(cfg: FinetuneConfig, method: str) -> dict:
         settings = {k: v for k, v in settings.items() if k in ("task", "frames", "resolution", "data", "max_dist_mm", "checkpoint")}
     ident = {"settings": settings, "checkpoint_sha256": checkpoint_sha(cfg)}
     if method == "ours" and cfg.basis is not None and resolve(cfg.basis).is_file():
-        path = resolve(cfg.basis)
-        st = path.stat()
-        ident["basis_sha256"] = _sha(str(path), (st.st_size, st.st_mtime_ns))
+        ident["basis_sha256"] = file_sha(cfg.basis)
     return ident
 
 

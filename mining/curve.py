@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from common.atomic import atomic_path, write_json
+from common.atomic import write_json
 
 from .config import MineConfig
-from .report import SEPARATION_FACTOR, nanmean
+from .report import SEPARATION_FACTOR, finite, nanmean
 
 CURVE_FILE = "curve.json"
 
@@ -42,6 +42,11 @@ def run_folder(out: Path, checkpoint: Path) -> Path:
     return Path(out) / Path(checkpoint).stem
 
 
+def is_complete(run: Path) -> bool:
+    """Both summaries exist only once every member was trained and evaluated (mine_checkpoint)."""
+    return (Path(run) / "report" / "summary.json").is_file() and (Path(run) / "transfer.json").is_file()
+
+
 def mine_checkpoint(cfg: MineConfig, shard: tuple[int, int] = (0, 1), render: bool = True, progress=print) -> bool:
     """One checkpoint's mining run (this shard's members, then, when every member is done, extraction,
     report and transfer summary). True when the run is complete."""
@@ -52,6 +57,8 @@ def mine_checkpoint(cfg: MineConfig, shard: tuple[int, int] = (0, 1), render: bo
     from .transfer import evaluate_members, summarise_transfer
 
     cfg = open_run(cfg)
+    if is_complete(cfg.out_dir):
+        return True
     chosen = members_for(cfg, shard)
     train_members(cfg, chosen, render=render, progress=progress)
     evaluate_members(cfg, chosen, progress=progress)
@@ -100,11 +107,11 @@ def collect(out: Path, checkpoints: list[Path], base_metrics: dict | None = None
     rows = []
     for ck in checkpoints:
         run = run_folder(out, ck)
-        if not (run / "report" / "summary.json").is_file() or not (run / "transfer.json").is_file():
+        if not is_complete(run):
             continue
         rows.append({"checkpoint": str(ck), "step": step_of(ck)} | signals(run)
                     | ({"base": base_metrics.get(Path(ck).stem)} if base_metrics else {}))
-    write_json(Path(out) / CURVE_FILE, _finite(rows))
+    write_json(Path(out) / CURVE_FILE, finite(rows))
     plot_curve(rows, Path(out) / "curve.png")
     return rows
 
@@ -119,20 +126,12 @@ def run_curve(checkpoints: list[Path], out: Path, preset: str = "quick", shard: 
     return collect(out, checkpoints)
 
 
-def _finite(obj):
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def plot_curve(rows: list[dict], path: Path) -> None:
     """Four panels against the pretraining step: common share, cross/self (with the separation line),
     member-level p and the transfer contrast with its CI."""
     from matplotlib.figure import Figure
+
+    from .report_plots import _save
 
     if not rows:
         return
@@ -159,8 +158,7 @@ def plot_curve(rows: list[dict], path: Path) -> None:
         a.set_xlabel("pretraining step")
         a.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
+    _save(fig, path, dpi=90)
 
 
 __all__ = ["run_curve", "mine_checkpoint", "collect", "signals", "step_of"]
