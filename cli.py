@@ -371,6 +371,8 @@ def mine(
     jitter: Optional[float] = typer.Option(None, help="render jitter of the attributes a partition holds fixed"),
     members: Optional[int] = typer.Option(None, help="members (partitions) per attribute"),
     mixed_members: Optional[int] = typer.Option(None, help="members of the generic cluster on mixed partitions"),
+    transfer_partitions: Optional[int] = typer.Option(None, help="per cluster, partitions after the members' that "
+                                                                 "only the transfer matrix evaluates (default 4)"),
     steps: Optional[int] = typer.Option(None, help="optimizer steps per member"),
     rank: Optional[int] = typer.Option(None, help="LoRA rank r of every member"),
     lora_alpha: Optional[float] = typer.Option(None, help="LoRA alpha (scaling alpha / r)"),
@@ -400,7 +402,8 @@ def mine(
     sub_rank = subspace_rank if subspace_rank in (None, "auto") else _int_option(subspace_rank, "--subspace-rank")
     bounds = None if rank_bounds is None else tuple(_int_option(x, "--rank-bounds") for x in rank_bounds.split(","))
     overrides = dict(checkpoint=_str(checkpoint), model_preset=model_preset, data=_str(data), render_preset=render_preset,
-                     samples=samples, held_out=held_out, jitter=jitter, members=members, mixed_members=mixed_members, steps=steps,
+                     samples=samples, held_out=held_out, jitter=jitter, members=members, mixed_members=mixed_members,
+                     transfer_partitions=transfer_partitions, steps=steps,
                      rank=rank, lora_alpha=lora_alpha, lr=lr, batch_size=batch_size,
                      frames=frames, resolution=resolution, camera_weight=camera_weight,
                      depth_weight=depth_weight, point_weight=point_weight, targets=targets, subspace_rank=sub_rank,
@@ -514,15 +517,18 @@ def mine_transfer(
     shard: Optional[str] = typer.Option(None, help="I/N: evaluate the I-th of N slices of the members "
                                                    "(default: SLURM array vars, else all)"),
 ) -> None:
-    """The functional transfer matrix: every finished member on every partition's held-out samples
-    (OUT/transfer/, then OUT/transfer.json and transfer.png once every member has its file)."""
+    """The functional transfer matrix: every finished member on every member's held-out samples and on
+    every sample of the unseen partitions (OUT/transfer/, then OUT/transfer.json and transfer.png once
+    every member has its file)."""
     from mining.members import all_members, is_done
     from mining.pipeline import members_for
-    from mining.transfer import evaluate_members, summarise_transfer
+    from mining.transfer import evaluate_members, render_unseen, summarise_transfer
     from render.jobs import parse_shard
 
     cfg = ctx.obj["cfg"]
     with _mine_step():
+        if ctx.obj["render"]:
+            render_unseen(cfg, parse_shard(shard))
         written = evaluate_members(cfg, members_for(cfg, parse_shard(shard)), progress=typer.echo)
         typer.echo(f"{written} member(s) evaluated")
         try:

@@ -61,7 +61,8 @@ def model_card(m: dict, path: Path) -> str:
         f"# {path.stem}: a small VGGT pretrained on AttrSpace renders",
         "",
         "Our own VGGT architecture (`model/`) at CPU scale, trained from scratch on the `mixed` renders of",
-        "`python cli.py pretrain`. It is a base for CPU experiments (LoRA mining, fine-tuning), not a",
+        "`python cli.py pretrain` (every attribute varies at once). It is a base for CPU experiments (LoRA",
+        "mining, fine-tuning), not a",
         "substitute for the official VGGT-1B.",
         "",
         "## Config",
@@ -81,6 +82,9 @@ def model_card(m: dict, path: Path) -> str:
         f"- {t['steps']} AdamW steps, lr {m['pretrain_config']['lr']} (warm-up then cosine), "
         f"training loss (mean of the last 100 steps) {fmt(t['final_loss'])}",
         _recipe_line(m["pretrain_config"]),
+        f"- the pretraining domain: {_domain(m['pretrain_config'])}",
+        f"- the recipe as one command (renders the data first, resumes where it stopped): "
+        f"`{reproduce_command(m['pretrain_config'])}`",
         f"- wall time {hours} on {t['threads']} CPU threads ({t['cpu']})",
         "",
         "## Metrics (median-scaled depth; cameras relative to frame 0)",
@@ -179,6 +183,45 @@ def downstream_section(down: dict | None) -> list[str]:
             lines.append(f"| {task} | {label} | {fmt(x.get('abs_rel'))} | {fmt(x.get('delta1'))} | "
                          f"{fmt(x.get('acc_mean'), 2)} | {fmt(x.get('nc_mean'))} | {x.get('sequences', '—')} |")
     return lines
+
+
+# PretrainConfig fields that `cli.py pretrain` takes as options (the rest are code defaults)
+_CLI_OPTIONS = ("generator_config", "data", "partitions", "held_out", "render_preset", "preset", "steps", "batch_size",
+                "frames", "resolution", "lr", "seed", "init_values", "gamma_lr_scale", "decay_all", "patch_embed", "crop",
+                "flip", "out", "ship", "downstream")
+
+
+def reproduce_command(p: dict) -> str:
+    """The one command that remakes the run from nothing (rendering its data first): every setting that
+    differs from `cli.py pretrain`'s defaults, and a note for any that the CLI does not take."""
+    import dataclasses
+
+    from apps.pretrain import PretrainConfig
+
+    norm = lambda v: list(v) if isinstance(v, (list, tuple)) else (None if v is None else str(v))  # noqa: E731
+    defaults = {k: norm(v) for k, v in dataclasses.asdict(PretrainConfig()).items()}
+    parts = ["python cli.py pretrain"]
+    for key in _CLI_OPTIONS:
+        value = norm(p.get(key, defaults[key]))
+        if value == defaults[key]:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if key == "decay_all":
+            parts.append(flag if p[key] else "")
+        elif key == "downstream":
+            parts.append(f"{flag} {','.join(value) or 'none'}")
+        else:
+            parts.append(f"{flag} {value}")
+    others = [f"{k}={p[k]}" for k in defaults if k not in _CLI_OPTIONS and k in p and norm(p[k]) != defaults[k]]
+    command = " ".join(x for x in parts if x)
+    return command + (f"  (code settings beyond the CLI: {', '.join(others)})" if others else "")
+
+
+def _domain(p: dict) -> str:
+    if not p.get("generator_config"):
+        return "MegaSynth's wide ranges (the same generator as the mining partitions)"
+    return (f"the ranges in `{p['generator_config']}` (narrower than the mining partitions' wide ranges, "
+            "which it has therefore not seen)")
 
 
 def _recipe_line(p: dict) -> str:

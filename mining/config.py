@@ -33,6 +33,8 @@ class MineConfig:
     members: int = 6                       # per attribute (the paper: 5–10)
     mixed_members: int = 4                 # the generic "adapt to our renders" cluster
     mixed_first: int = 96                  # mixed partitions from here on: `pretrain` trains on p000–p087
+    transfer_partitions: int = 4           # per cluster, the partitions after its members': no member trains on
+                                           # them, the transfer matrix evaluates all their samples
     samples: int | None = None             # samples per partition (None: the render preset's, 8 by default)
     held_out: int = 2                      # samples per partition kept for the member's own evaluation
     jitter: float = 1.0                    # render jitter of the attributes a partition holds (`render --jitter`)
@@ -73,6 +75,8 @@ class MineConfig:
             raise MineConfigError("members must be >= 2: a shared subspace needs a cluster")
         if not self.jitter >= 0:
             raise MineConfigError(f"jitter must be >= 0, got {self.jitter}")
+        if self.transfer_partitions < 0:
+            raise MineConfigError(f"transfer_partitions must be >= 0, got {self.transfer_partitions}")
         if self.held_out < 1:
             raise MineConfigError("held_out must be >= 1: members are judged on samples they did not train on")
         try:

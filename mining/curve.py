@@ -54,12 +54,14 @@ def mine_checkpoint(cfg: MineConfig, shard: tuple[int, int] = (0, 1), render: bo
     from .members import all_members, is_done
     from .pipeline import members_for, open_run, train_members
     from .report import write_report
-    from .transfer import evaluate_members, summarise_transfer
+    from .transfer import evaluate_members, render_unseen, summarise_transfer
 
     cfg = open_run(cfg)
     if is_complete(cfg.out_dir):
         return True
     chosen = members_for(cfg, shard)
+    if render:
+        render_unseen(cfg, shard)
     train_members(cfg, chosen, render=render, progress=progress)
     evaluate_members(cfg, chosen, progress=progress)
     if not all(is_done(cfg, m) for m in all_members(cfg)):

@@ -9,8 +9,15 @@ they *act* alike, and it needs no subspace extraction.
     summary = summarise_transfer(cfg)                 # OUT/transfer.json and OUT/transfer.png
 
 Each member's update ``ΔW = A Bᵀ`` (mining.members.load_member_factors) is added to the base weights,
-every member's held-out samples (the last ``held_out`` samples of its partition) are evaluated with the
-run's loss, and the weights are put back. ``rel`` is the relative change of the loss against the base
+two kinds of evaluation set are scored with the run's loss, and the weights are put back:
+
+- every member's held-out samples (the last ``held_out`` samples of its partition, named by the member);
+- the *unseen partitions*: per cluster, the ``transfer_partitions`` partitions after its members'
+  (``lighting/p002``… with two members), all of whose samples are evaluated. No member of the run
+  trains on them, and they hold 4× more sequences than a member's held-out pair, so they carry most of
+  the matrix's statistical power. A later ``--transfer-partitions`` adds sets to a finished run: only
+  the missing ones are evaluated.
+ ``rel`` is the relative change of the loss against the base
 model, per held-out sequence. Per member and evaluated partition it is averaged over the partition's
 sequences; the matrix averages over members of the row's attribute and partitions of the column's,
 without the member's own partition (reported apart as ``own``).
@@ -33,8 +40,12 @@ import torch
 from common.atomic import atomic_path, write_json
 from training import make_loader, vggt_loss
 
-from .config import MineConfig
-from .members import MIXED, Member, all_members, is_done, load_base, load_member_factors, member_data, member_dir, member_seed
+from render.dataset import load_partition
+from training import SynthSequences
+
+from .config import MineConfig, MineConfigError
+from .members import (MIXED, Member, all_members, is_done, load_base, load_member_factors, member_data, member_dir,
+                      member_seed, partition_dir, partition_index)
 
 FOLDER = "transfer"
 
@@ -57,30 +68,79 @@ def _losses(model, held: dict[str, list], loss_fn, device) -> dict[str, list[flo
     return out
 
 
-def _held_out(cfg: MineConfig) -> dict[str, list]:
-    """Every member's held-out sequences, as lists of batches of one (loaded once)."""
+def unseen_partitions(cfg: MineConfig) -> list[Member]:
+    """Per cluster, the ``transfer_partitions`` partitions after its members' (as the members that would
+    train on them; none of this run does)."""
+    k = cfg.transfer_partitions
+    return ([Member(a, cfg.members + j) for a in cfg.attributes for j in range(k)]
+            + [Member(MIXED, cfg.mixed_members + j) for j in range(k if cfg.mixed_members else 0)])
+
+
+def set_name(cfg: MineConfig, partition: Member) -> str:
+    """An unseen partition's evaluation-set name: ``lighting/p002`` (members' sets are ``lighting/m00``)."""
+    return f"{partition.attribute}/p{partition_index(cfg, partition):03d}"
+
+
+def set_attributes(cfg: MineConfig) -> dict[str, str]:
+    """Every evaluation set's name -> its cluster."""
+    return ({m.name: m.attribute for m in all_members(cfg)}
+            | {set_name(cfg, p): p.attribute for p in unseen_partitions(cfg)})
+
+
+def render_unseen(cfg: MineConfig, shard: tuple[int, int] = (0, 1), renderer=None, bars: bool = True) -> int:
+    """Render this shard's slice of the unseen partitions that are missing; returns how many."""
+    from .pipeline import render_partitions
+
+    index, count = shard
+    return render_partitions(cfg, unseen_partitions(cfg)[index::count], renderer=renderer, bars=bars)
+
+
+def _held_out(cfg: MineConfig, names: set[str] | None = None) -> dict[str, list]:
+    """The evaluation sets (``names`` only, when given) as lists of batches of one, loaded once."""
     sets = {}
     for m in all_members(cfg):
-        _, held, _ = member_data(cfg, m, member_seed(cfg, m))
-        sets[m.name] = list(make_loader(held, batch_size=1, shuffle=False))
+        if names is None or m.name in names:
+            _, held, _ = member_data(cfg, m, member_seed(cfg, m))
+            sets[m.name] = list(make_loader(held, batch_size=1, shuffle=False))
+    for p in unseen_partitions(cfg):
+        name = set_name(cfg, p)
+        if names is not None and name not in names:
+            continue
+        folder = partition_dir(cfg, p)
+        if not (folder / "manifest.json").is_file():
+            raise MineConfigError(f"{folder}: unseen partition for the transfer matrix is not rendered (run without "
+                                  "--no-render, or `cli.py render`, or set --transfer-partitions 0)")
+        load_partition(folder)                     # a broken partition fails here in one line
+        sequences = SynthSequences([folder], num_frames=cfg.frames, resolution=cfg.resolution, seed=cfg.seed)
+        sets[name] = list(make_loader(sequences, batch_size=1, shuffle=False))
     return sets
 
 
+def _missing(path: Path, names: list[str]) -> tuple[dict, list[str]]:
+    """A transfer file's losses so far and the evaluation sets it lacks."""
+    losses = json.loads(path.read_text())["losses"] if path.is_file() else {}
+    return losses, [n for n in names if n not in losses]
+
+
 def evaluate_members(cfg: MineConfig, members: list[Member], progress=print) -> int:
-    """Write the transfer file of each finished member of ``members`` that has none yet (and the base
-    model's); returns how many were written. Members still training are skipped."""
-    todo = [m for m in members if is_done(cfg, m) and not _file(cfg, m.name).is_file()]
+    """Write (or complete) the transfer file of each finished member of ``members`` and the base model's,
+    scoring only the evaluation sets a file lacks; returns how many members were evaluated. Members still
+    training are skipped."""
+    names = list(set_attributes(cfg))
     base_file = _file(cfg, "base")
-    if not todo and base_file.is_file():
+    base_losses, base_todo = _missing(base_file, names)
+    todo = [(m, *_missing(_file(cfg, m.name), names)) for m in members if is_done(cfg, m)]
+    todo = [t for t in todo if t[2]]
+    if not todo and not base_todo:
         return 0
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = load_base(cfg).to(device)
     loss_fn = functools.partial(vggt_loss, weights=cfg.loss_weights())
-    held = _held_out(cfg)
-    if not base_file.is_file():
-        write_json(base_file, {"losses": _losses(model, held, loss_fn, device)})
+    held = _held_out(cfg, set(base_todo).union(*(t[2] for t in todo)))
+    if base_todo:
+        write_json(base_file, {"losses": base_losses | _losses(model, {n: held[n] for n in base_todo}, loss_fn, device)})
     modules = dict(model.named_modules())
-    for n, m in enumerate(todo, 1):
+    for n, (m, losses, missing) in enumerate(todo, 1):
         factors = load_member_factors(member_dir(cfg, m))
         saved = {}
         try:
@@ -88,12 +148,12 @@ def evaluate_members(cfg: MineConfig, members: list[Member], progress=print) -> 
                 weight = modules[name].weight
                 saved[name] = weight.detach().clone()
                 weight.data += torch.from_numpy(A @ B.T).to(weight.dtype).to(device)
-            losses = _losses(model, held, loss_fn, device)
+            losses = losses | _losses(model, {k: held[k] for k in missing}, loss_fn, device)
         finally:
             for name, weight in saved.items():
                 modules[name].weight.data.copy_(weight)
         write_json(_file(cfg, m.name), {"member": m.name, "losses": losses})
-        progress(f"transfer {n}/{len(todo)}: {m.name}")
+        progress(f"transfer {n}/{len(todo)}: {m.name} ({len(missing)} set(s))")
     return len(todo)
 
 
@@ -102,9 +162,15 @@ def summarise_transfer(cfg: MineConfig, seed: int = 0) -> dict:
     must have its file: run ``evaluate_members`` on all of them first)."""
     from scipy import stats
 
-    base = json.loads(_file(cfg, "base").read_text())["losses"]
+    attribute_of = set_attributes(cfg)
+    base_file = _file(cfg, "base")
+    base, lacking = _missing(base_file, list(attribute_of))
+    if lacking:
+        raise FileNotFoundError(f"{base_file}: the base model has no loss on {', '.join(lacking[:4])}; "
+                                "run `mine transfer` first")
+    base = {k: base[k] for k in attribute_of}
     members = [m for m in all_members(cfg) if is_done(cfg, m)]
-    missing = [m.name for m in members if not _file(cfg, m.name).is_file()]
+    missing = [m.name for m in members if _missing(_file(cfg, m.name), list(attribute_of))[1]]
     if missing:
         raise FileNotFoundError(f"{cfg.out_dir / FOLDER}: no transfer file for {', '.join(missing[:4])}"
                                 f"{' ...' if len(missing) > 4 else ''}; run `mine transfer` on every shard first")
@@ -113,7 +179,6 @@ def summarise_transfer(cfg: MineConfig, seed: int = 0) -> dict:
     for m in members:
         losses = json.loads(_file(cfg, m.name).read_text())["losses"]
         rel[m.name] = {e: float(np.mean((np.array(losses[e]) - np.array(base[e])) / np.abs(base[e]))) for e in base}
-    attribute_of = {m.name: m.attribute for m in all_members(cfg)}
     matrix, own = {}, {}
     for a in attrs:
         rows = [m for m in members if m.attribute == a]
@@ -138,7 +203,9 @@ def summarise_transfer(cfg: MineConfig, seed: int = 0) -> dict:
         test |= {"mean": float(c.mean()), "ci95": [float(ci.low), float(ci.high)], "p_less": float(perm.pvalue)}
     summary = {"attributes": attrs, "matrix": matrix, "own_partition": own, "member_rel": rel,
                "contrast": contrasts, "contrast_test": test,
-               "sequences_per_partition": cfg.held_out, "members": len(members)}
+               "sequences_per_partition": cfg.held_out, "members": len(members),
+               "unseen_partitions": [set_name(cfg, p) for p in unseen_partitions(cfg)],
+               "sequences": {n: len(v) for n, v in base.items()}}
     write_json(cfg.out_dir / "transfer.json", summary)
     plot_transfer(summary, cfg.out_dir / "transfer.png")
     return summary

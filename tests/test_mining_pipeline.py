@@ -33,9 +33,10 @@ def setup(tmp_path_factory):
     with seeded(0):
         model = VGGT(VGGTConfig.preset("tiny"))
     save_checkpoint(model, root / "tiny.safetensors")
+    # per cluster: two members' partitions and one unseen partition for the transfer matrix
     for i, attribute in enumerate(ATTRIBUTES):
-        write_partitions(root / "data", partitions=2, samples=4, views=2, hw=(28, 28), attribute=attribute, seed=i)
-    write_partitions(root / "data", partitions=2, samples=4, views=2, hw=(28, 28), attribute="mixed", seed=9,
+        write_partitions(root / "data", partitions=3, samples=4, views=2, hw=(28, 28), attribute=attribute, seed=i)
+    write_partitions(root / "data", partitions=3, samples=4, views=2, hw=(28, 28), attribute="mixed", seed=9,
                      first_partition=MIXED_FIRST)
     return root
 
@@ -43,7 +44,7 @@ def setup(tmp_path_factory):
 def mine_args(root, out, *extra, steps=4):
     return ["mine", "--out", str(out), "--checkpoint", str(root / "tiny.safetensors"), "--data", str(root / "data"),
             "--members", "2", "--mixed-members", "2", "--steps", str(steps), "--rank", "2", "--subspace-rank", "2",
-            "--resolution", "28", "--frames", "2", "--no-render", *extra]
+            "--resolution", "28", "--frames", "2", "--transfer-partitions", "1", "--no-render", *extra]
 
 
 def test_mine_in_shards_then_extract_basis_report(setup):
@@ -178,19 +179,30 @@ def test_transfer_matrix_in_shards_matches_peft(setup):
     the loss of the peft model loaded from its adapter; the summary has every attribute's row."""
     from mining.members import load_base, member_data, member_seed, Member
     from mining.pipeline import stored_config
-    from training import make_loader, vggt_loss
+    from training import SynthSequences, make_loader, vggt_loss
 
     root, out = setup, setup / "mined"
     if not (out / "members/lighting/m01/member.json").is_file():
         for shard in ("0/2", "1/2"):
             assert cli(*mine_args(root, out), "train", "--shard", shard).returncode == 0
-    r = cli("mine", "--out", str(out), "transfer", "--shard", "0/2")
+    # first without the unseen partitions, then with one per cluster: only the missing sets are scored
+    r = cli("mine", "--out", str(out), "--no-render", "--transfer-partitions", "0", "transfer", "--shard", "0/2")
     assert r.returncode == 0, r.stderr
     assert "not summarised yet" in r.stdout and not (out / "transfer.json").exists()
-    r = cli("mine", "--out", str(out), "transfer", "--shard", "1/2")
+    r = cli("mine", "--out", str(out), "--no-render", "--transfer-partitions", "0", "transfer", "--shard", "1/2")
     assert r.returncode == 0, r.stderr
+    before = json.loads((out / "transfer" / "texture_m01.json").read_text())["losses"]
+    assert sorted(before) == sorted(f"{a}/m{i:02d}" for a in [*ATTRIBUTES, "mixed"] for i in range(2))
+    for shard in ("0/2", "1/2"):
+        r = cli("mine", "--out", str(out), "--no-render", "--transfer-partitions", "1", "transfer", "--shard", shard)
+        assert r.returncode == 0, r.stderr
+        assert "(5 set(s))" in r.stdout                   # one unseen partition per cluster, nothing else
     summary = json.loads((out / "transfer.json").read_text())
     assert summary["attributes"] == [*ATTRIBUTES, "mixed"] and summary["members"] == 10
+    assert summary["unseen_partitions"] == [f"{a}/p002" for a in ATTRIBUTES] + ["mixed/p098"]
+    assert summary["sequences"]["lighting/p002"] == 4 and summary["sequences"]["lighting/m00"] == 2
+    after = json.loads((out / "transfer" / "texture_m01.json").read_text())["losses"]
+    assert {k: after[k] for k in before} == before and len(after["geometry/p002"]) == 4
     assert set(summary["contrast"]) == {f"{a}/m{i:02d}" for a in ATTRIBUTES for i in range(2)}
     assert summary["contrast_test"]["members"] == 8 and 0 < summary["contrast_test"]["p_less"] <= 1
     assert (out / "transfer.png").stat().st_size > 1000
@@ -205,6 +217,11 @@ def test_transfer_matrix_in_shards_matches_peft(setup):
         lora_loss = float(vggt_loss(model(batch["images"]), batch, weights=cfg.loss_weights())[0])
         base_loss = float(vggt_loss(load_base(cfg).eval()(batch["images"]), batch, weights=cfg.loss_weights())[0])
     assert file["geometry/m00"][0] == pytest.approx(lora_loss, rel=1e-5)
+    unseen = SynthSequences([root / "data/geometry/p002"], num_frames=cfg.frames, resolution=cfg.resolution, seed=cfg.seed)
+    batch = next(iter(make_loader(unseen, batch_size=1, shuffle=False)))
+    with torch.no_grad():
+        assert file["geometry/p002"][0] == pytest.approx(
+            float(vggt_loss(model(batch["images"]), batch, weights=cfg.loss_weights())[0]), rel=1e-5)
     assert base["geometry/m00"][0] == pytest.approx(base_loss, rel=1e-6) and base_loss != lora_loss
     rel = summary["member_rel"]["texture/m01"]["geometry/m00"]
     assert rel == pytest.approx(np.mean((np.array(file["geometry/m00"]) - base["geometry/m00"]) / base["geometry/m00"]))
@@ -228,7 +245,7 @@ def test_mining_curve_over_checkpoints(setup):
         checkpoints.append(path)
     # two attributes keep it short: 6 members per run, one attribute pair, 4 attribute members for the contrast
     settings = dict(data=str(root / "data"), attributes=("texture", "lighting"), members=2, mixed_members=2, steps=4,
-                    rank=2, subspace_rank=2, resolution=28, frames=2)
+                    rank=2, subspace_rank=2, resolution=28, frames=2, transfer_partitions=1)
     out = root / "curve"
     rows = run_curve(checkpoints, out, render=False, progress=lambda *_: None, **settings)
     assert [r["step"] for r in rows] == [20, 10]              # the order given (pretraining order is the caller's)

@@ -55,6 +55,12 @@ def test_pretrain_trains_evaluates_and_ships(mixed, tmp_path):
     # the card states the loss weights the run used, read from its metrics
     assert metrics["loss_weights"] == {"camera": 5.0, "depth": 1.0, "point": 1.0}
     assert "loss: 5 x camera + 1 x depth + 1 x point" in card
+    # the recipe as one command: every setting that differs from the CLI's defaults
+    command = card.split("the recipe as one command")[1].split("`")[1]
+    for option in ("--partitions 3", "--held-out 1", "--preset tiny", "--steps 4", "--frames 3", "--resolution 56",
+                   "--batch-size 1", "--lr 0.001", f"--ship {cfg.ship}", "--downstream none"):
+        assert option in command
+    assert "--seed" not in command and "--generator-config" not in command and "MegaSynth's wide ranges" in card
     other = model_card(metrics | {"loss_weights": {"camera": 2.0, "depth": 1.0, "point": 0.0}}, cfg.ship)
     assert "loss: 2 x camera + 1 x depth (" in other
     assert (cfg.ship.parent / "tiny_examples.png").stat().st_size > 1000
