@@ -491,6 +491,25 @@ def mine_train(
         _mine_train(ctx.obj["cfg"], shard, ctx.obj["render"], attribute, member)
 
 
+@mine_app.command("render")
+def mine_render(
+    ctx: typer.Context,
+    shard: Optional[str] = typer.Option(None, help="I/N: the I-th of N slices of the partitions (default: SLURM array "
+                                                   "variables, else all)"),
+) -> None:
+    """Render every partition the run needs and lacks (members', then the transfer matrix's unseen ones),
+    e.g. on CPU render nodes before the members train on GPUs."""
+    from mining.pipeline import members_for, render_partitions
+    from mining.transfer import render_unseen
+    from render.jobs import parse_shard
+
+    cfg = ctx.obj["cfg"]
+    with _mine_step():
+        part = parse_shard(shard)
+        n = render_partitions(cfg, members_for(cfg, part)) + render_unseen(cfg, part)
+        typer.echo(f"{n} partition(s) rendered into {cfg.data}")
+
+
 @mine_app.command("extract")
 def mine_extract(ctx: typer.Context) -> None:
     """Extract every attribute's shared subspace per layer, with the controls (chance, halves, activations)."""

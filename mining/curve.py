@@ -137,6 +137,8 @@ def plot_curve(rows: list[dict], path: Path) -> None:
 
     if not rows:
         return
+    # checkpoints may be mined in any order (the final one first, say): the lines follow the step
+    rows = sorted(rows, key=lambda r: -1 if r["step"] is None else r["step"])
     x = [r["step"] if r["step"] is not None else i for i, r in enumerate(rows)]
     val = lambda k: [np.nan if r.get(k) is None else r[k] for r in rows]  # noqa: E731
     fig = Figure(figsize=(14, 3.4))

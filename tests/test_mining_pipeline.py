@@ -266,3 +266,27 @@ def test_mining_curve_over_checkpoints(setup):
     assert record.stat().st_mtime_ns == stamp and again == rows
     r = cli("mine", "curve", str(root / "milestones/step_missing.safetensors"), "--out", str(out))
     assert r.returncode == 2 and "no such checkpoint" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_mine_render_makes_members_and_unseen_partitions_in_shards(tmp_path):
+    """`mine render` in two shards: every member's partition and every unseen partition of the transfer
+    matrix exists once, with the run's render settings, and a rerun renders nothing."""
+    from synthetic import RaycastRenderer
+
+    from mining.config import MineConfig
+    from mining.members import all_members, partition_dir
+    from mining.pipeline import members_for, render_partitions
+    from mining.transfer import render_unseen, unseen_partitions
+
+    cfg = MineConfig(data=str(tmp_path / "data"), out=str(tmp_path / "m"), render_preset="preview", members=2,
+                     mixed_members=1, transfer_partitions=1)
+    counts = [render_partitions(cfg, members_for(cfg, (i, 2)), renderer=RaycastRenderer, bars=False)
+              + render_unseen(cfg, (i, 2), renderer=RaycastRenderer, bars=False) for i in range(2)]
+    assert sum(counts) == 9 + 5 and all(c > 0 for c in counts)
+    folders = sorted(p.relative_to(tmp_path / "data").as_posix() for p in (tmp_path / "data").glob("*/p*"))
+    assert folders == sorted([f"{a}/p00{i}" for a in ATTRIBUTES for i in range(3)] + ["mixed/p096", "mixed/p097"])
+    for m in [*all_members(cfg), *unseen_partitions(cfg)]:
+        manifest = json.loads((partition_dir(cfg, m) / "manifest.json").read_text())
+        assert manifest["render"]["width"] == 42 and manifest["samples"] == 2
+    assert render_partitions(cfg, all_members(cfg), renderer=RaycastRenderer, bars=False) == 0
+    assert render_unseen(cfg, renderer=RaycastRenderer, bars=False) == 0
