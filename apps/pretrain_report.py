@@ -62,8 +62,7 @@ def model_card(m: dict, path: Path) -> str:
         "",
         "Our own VGGT architecture (`model/`) at CPU scale, trained from scratch on the `mixed` renders of",
         "`python cli.py pretrain` (every attribute varies at once). It is a base for CPU experiments (LoRA",
-        "mining, fine-tuning), not a",
-        "substitute for the official VGGT-1B.",
+        "mining, fine-tuning), not a substitute for the official VGGT-1B.",
         "",
         "## Config",
         f"- preset `{m['pretrain_config']['preset']}`: {m['parameters']:,} parameters; patch embed `{c['patch_embed']}`, "
@@ -85,7 +84,7 @@ def model_card(m: dict, path: Path) -> str:
         f"- the pretraining domain: {_domain(m['pretrain_config'])}",
         f"- the recipe as one command (renders the data first, resumes where it stopped): "
         f"`{reproduce_command(m['pretrain_config'])}`",
-        f"- wall time {hours} on {t['threads']} CPU threads ({t['cpu']})",
+        f"- wall time {hours} on {t['threads']} CPU thread{'s' if t['threads'] != 1 else ''} ({t['cpu']})",
         "",
         "## Metrics (median-scaled depth; cameras relative to frame 0)",
         "",
