@@ -141,23 +141,25 @@ def plot_curve(rows: list[dict], path: Path) -> None:
     rows = sorted(rows, key=lambda r: -1 if r["step"] is None else r["step"])
     x = [r["step"] if r["step"] is not None else i for i, r in enumerate(rows)]
     val = lambda k: [np.nan if r.get(k) is None else r[k] for r in rows]  # noqa: E731
-    fig = Figure(figsize=(14, 3.4))
+    fig = Figure(figsize=(14, 3.6))
     ax = fig.subplots(1, 4)
     ax[0].plot(x, val("common_share"), "o-")
-    ax[0].set(title="common-subspace share of member energy", ylim=(0, 1))
+    ax[0].set_title("common-subspace share\nof member update energy", fontsize=9)
+    ax[0].set_ylim(0, 1)
     ax[1].plot(x, val("cross_self"), "o-", label="all")
     ax[1].plot(x, val("cross_self_after_common"), "s--", label="common removed")
     ax[1].axhline(SEPARATION_FACTOR, color="grey", ls=":", label=f"separated ({SEPARATION_FACTOR:g})")
-    ax[1].set(title="cross / self distance (mean over pairs)")
+    ax[1].set_title("cross / self distance\n(mean over attribute pairs)", fontsize=9)
     ax[1].legend(fontsize=7)
     ax[2].plot(x, val("member_p"), "o-")
     ax[2].axhline(0.05, color="grey", ls=":")
-    ax[2].set(title="member-level permutation p", yscale="log")
+    ax[2].set_title("member-level permutation p", fontsize=9)
+    ax[2].set_yscale("log")
     mean = np.array(val("transfer"), float) * 100
     ci = np.array([r.get("transfer_ci95") or [np.nan, np.nan] for r in rows], float) * 100
     ax[3].errorbar(x, mean, yerr=[mean - ci[:, 0], ci[:, 1] - mean], fmt="o-", capsize=3)
     ax[3].axhline(0, color="grey", ls=":")
-    ax[3].set(title="transfer: own − other attributes (%, 95 % CI)")
+    ax[3].set_title("transfer: own − other attributes\n(held-out loss, %, 95 % CI)", fontsize=9)
     for a in ax:
         a.set_xlabel("pretraining step")
         a.grid(alpha=0.3)
