@@ -205,14 +205,14 @@ def reproduce_command(p: dict) -> str:
         if value == defaults[key]:
             continue
         flag = "--" + key.replace("_", "-")
-        if key == "decay_all":
-            parts.append(flag if p[key] else "")
+        if key == "decay_all":                   # a flag: present only when on (its default is off)
+            parts.append(flag)
         elif key == "downstream":
             parts.append(f"{flag} {','.join(value) or 'none'}")
         else:
             parts.append(f"{flag} {value}")
     others = [f"{k}={p[k]}" for k in defaults if k not in _CLI_OPTIONS and k in p and norm(p[k]) != defaults[k]]
-    command = " ".join(x for x in parts if x)
+    command = " ".join(parts)
     return command + (f"  (code settings beyond the CLI: {', '.join(others)})" if others else "")
 
 

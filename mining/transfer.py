@@ -17,9 +17,9 @@ two kinds of evaluation set are scored with the run's loss, and the weights are 
   trains on them, and they hold 4× more sequences than a member's held-out pair, so they carry most of
   the matrix's statistical power. A later ``--transfer-partitions`` adds sets to a finished run: only
   the missing ones are evaluated.
- ``rel`` is the relative change of the loss against the base
-model, per held-out sequence. Per member and evaluated partition it is averaged over the partition's
-sequences; the matrix averages over members of the row's attribute and partitions of the column's,
+
+``rel`` is the relative change of the loss against the base model, per held-out sequence. Per member
+and evaluation set it is averaged over the set's sequences; the matrix averages over members of the row's attribute and partitions of the column's,
 without the member's own partition (reported apart as ``own``).
 
 The contrast of member m is mean rel on the other partitions of its own attribute minus mean rel on
@@ -38,10 +38,8 @@ import numpy as np
 import torch
 
 from common.atomic import atomic_path, write_json
-from training import make_loader, vggt_loss
-
 from render.dataset import load_partition
-from training import SynthSequences
+from training import SynthSequences, make_loader, vggt_loss
 
 from .config import MineConfig, MineConfigError
 from .members import (MIXED, Member, all_members, is_done, load_base, load_member_factors, member_data, member_dir,
@@ -170,14 +168,15 @@ def summarise_transfer(cfg: MineConfig, seed: int = 0) -> dict:
                                 "run `mine transfer` first")
     base = {k: base[k] for k in attribute_of}
     members = [m for m in all_members(cfg) if is_done(cfg, m)]
-    missing = [m.name for m in members if _missing(_file(cfg, m.name), list(attribute_of))[1]]
+    files = {m.name: _missing(_file(cfg, m.name), list(attribute_of)) for m in members}  # each file read once
+    missing = [name for name, (_, lacking) in files.items() if lacking]
     if missing:
         raise FileNotFoundError(f"{cfg.out_dir / FOLDER}: no transfer file for {', '.join(missing[:4])}"
                                 f"{' ...' if len(missing) > 4 else ''}; run `mine transfer` on every shard first")
     attrs = [a for a in (*cfg.attributes, MIXED) if any(m.attribute == a for m in members)]
     rel: dict[str, dict[str, float]] = {}
     for m in members:
-        losses = json.loads(_file(cfg, m.name).read_text())["losses"]
+        losses = files[m.name][0]
         rel[m.name] = {e: float(np.mean((np.array(losses[e]) - np.array(base[e])) / np.abs(base[e]))) for e in base}
     matrix, own = {}, {}
     for a in attrs:
