@@ -130,6 +130,8 @@ def pretrain(
     data: Path = typer.Option(Path("data/synth"), help="render root; mixed partitions are read from DATA/mixed"),
     partitions: int = typer.Option(96, help="mixed partitions to render (or reuse); the last --held-out are held out"),
     held_out: int = typer.Option(8, help="partitions kept for evaluation"),
+    held_out_first: Optional[int] = typer.Option(None, help="index of the first held-out partition (default: the "
+                                                 "last --held-out); fix it to keep the evaluation set when adding data"),
     preset: str = typer.Option("small", help="model preset (model.VGGTConfig.preset)"),
     steps: int = typer.Option(5000, help="optimizer steps"),
     batch_size: int = typer.Option(2, help="sequences per step"),
@@ -164,7 +166,8 @@ def pretrain(
     unknown = [t for t in downstream.split(",") if t and t not in (*TASKS, "none")]
     if unknown:
         fail(f"--downstream {unknown[0]!r}: unknown task; choose from {', '.join(TASKS)} or none")
-    cfg = PretrainConfig(data=data, partitions=partitions, held_out=held_out, preset=preset, steps=steps,
+    cfg = PretrainConfig(data=data, partitions=partitions, held_out=held_out, held_out_first=held_out_first,
+                         preset=preset, steps=steps,
                          batch_size=batch_size, frames=frames, resolution=resolution, lr=lr, seed=seed, out=out,
                          ship=ship, generator_config=generator_config, render_preset=render_preset,
                          decay_all=decay_all, crop=crop, flip=flip,

@@ -44,6 +44,9 @@ class PretrainConfig:
     data: Path = Path("data/synth")     # renders go to DATA/mixed/pNNN
     partitions: int = 96                # of which the last `held_out` are for evaluation only
     held_out: int = 8
+    # First held-out partition (None: the last `held_out`). Fixing it keeps the evaluation set when more
+    # training data is rendered after it (the data-scaling runs of docs/model.md).
+    held_out_first: int | None = None
     render_preset: str = "default"      # assets/render_presets.json
     generator_config: Path | None = None  # JSON of generator ranges (the pretraining domain); None = MegaSynth's
     preset: str = "small"               # model preset
@@ -97,7 +100,12 @@ def split_partitions(root: Path, cfg: PretrainConfig) -> tuple[list[Path], list[
         raise ValueError(f"{root}: {len(found)} of {cfg.partitions} partitions complete; render the rest first")
     if not 0 < cfg.held_out < len(found):
         raise ValueError(f"held_out must be between 1 and {len(found) - 1}")
-    return found[:-cfg.held_out], found[-cfg.held_out:]
+    first = cfg.partitions - cfg.held_out if cfg.held_out_first is None else cfg.held_out_first
+    if not 0 <= first <= cfg.partitions - cfg.held_out:
+        raise ValueError(f"held_out_first {first}: the {cfg.held_out} held-out partitions must lie within "
+                         f"p000-p{cfg.partitions - 1:03d}")
+    held = set(range(first, first + cfg.held_out))
+    return ([p for p in found if int(p.name[1:]) not in held], [p for p in found if int(p.name[1:]) in held])
 
 
 def pretrain(cfg: PretrainConfig, root: Path, progress: bool = True) -> dict:

@@ -117,6 +117,17 @@ def test_a_run_folder_refuses_other_settings(mixed, tmp_path):
         pretrain(config(tmp_path, ship=None, flip=0.5), mixed, progress=False)
 
 
+def test_a_fixed_held_out_set_stays_when_data_is_added(mixed):
+    """--held-out-first keeps the evaluation partitions where they were when more are rendered after them."""
+    names = lambda parts: [p.name for p in parts]  # noqa: E731
+    train, held = split_partitions(mixed, PretrainConfig(partitions=3, held_out=1))
+    assert (names(train), names(held)) == (["p000", "p001"], ["p002"])
+    train, held = split_partitions(mixed, PretrainConfig(partitions=3, held_out=1, held_out_first=1))
+    assert (names(train), names(held)) == (["p000", "p002"], ["p001"])
+    with pytest.raises(ValueError, match="held_out_first 3: the 1 held-out partitions must lie within p000-p002"):
+        split_partitions(mixed, PretrainConfig(partitions=3, held_out=1, held_out_first=3))
+
+
 def test_too_few_partitions_is_a_clear_error(mixed, tmp_path):
     with pytest.raises(ValueError, match="3 of 5 partitions complete"):
         split_partitions(mixed, PretrainConfig(partitions=5, held_out=1))
