@@ -392,6 +392,13 @@ def mine(
     alpha: Optional[float] = typer.Option(None, help="IRLS exponent (1 = median-like, 2 = plain mean)"),
     eps: Optional[float] = typer.Option(None, help="IRLS epsilon, relative to the RMS member update norm"),
     max_iter: Optional[int] = typer.Option(None, help="IRLS iterations at most"),
+    plant_rank: Optional[int] = typer.Option(None, help="power control: plant a random rank-K update per attribute "
+                                             "on every mined layer and train members on its teacher (0 = off)"),
+    plant_gap: Optional[float] = typer.Option(None, help="the teacher's depth change, in units of the base model's "
+                                              "depth error (calibrated per attribute)"),
+    plant_mode: Optional[str] = typer.Option(None, help="mixed: targets = truth + dose x (teacher - base); "
+                                             "teacher: the teacher's outputs alone"),
+    plant_dose: Optional[float] = typer.Option(None, help="the dose (lambda) of the mixed targets"),
     device: Optional[str] = typer.Option(None, help="cpu | cuda (default: cuda if available)"),
     gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing",
                                                           help="recompute activations in the backward pass (GPUs)"),
@@ -411,7 +418,8 @@ def mine(
                      frames=frames, resolution=resolution, camera_weight=camera_weight,
                      depth_weight=depth_weight, point_weight=point_weight, targets=targets, subspace_rank=sub_rank,
                      rank_bounds=bounds, alpha=alpha, eps=eps, max_iter=max_iter, device=device,
-                     gradient_checkpointing=gradient_checkpointing)
+                     gradient_checkpointing=gradient_checkpointing, plant_rank=plant_rank, plant_gap=plant_gap,
+                     plant_mode=plant_mode, plant_dose=plant_dose)
     if ctx.invoked_subcommand == "curve":
         return                                      # one mining run per checkpoint, each with its own folder
     with _mine_step():

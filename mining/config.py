@@ -53,6 +53,13 @@ class MineConfig:
     depth_weight: float = 1.0
     point_weight: float = 1.0
     seed: int = 0                          # each member draws its own LoRA init and data order from (seed, attribute, i)
+    # --- the planted-attribute teacher, a positive control (mining.plant; 0 = a real run) ---
+    plant_rank: int = 0                    # k: rank of each attribute's planted update on every mined layer
+    plant_gap: float = 0.25                # the teacher's depth gap to the base, in units of the base's depth error
+                                           # (it saturates below 1: docs/mining.md, "Power")
+    plant_space: str = "visible"           # "visible": inside each layer's K-FAC top eigenspaces; "random"
+    plant_mode: str = "mixed"              # "mixed": targets gt + dose·(teacher − base); "teacher": teacher alone
+    plant_dose: float = 1.0                # λ of the mixed targets
     device: str | None = None              # None: cuda if available
     gradient_checkpointing: bool = False
     # --- extraction ---
@@ -75,6 +82,14 @@ class MineConfig:
             raise MineConfigError("members must be >= 2: a shared subspace needs a cluster")
         if not self.jitter >= 0:
             raise MineConfigError(f"jitter must be >= 0, got {self.jitter}")
+        if self.plant_rank < 0:
+            raise MineConfigError(f"plant_rank must be >= 0 (0: no plant), got {self.plant_rank}")
+        if self.plant_space not in ("visible", "random"):
+            raise MineConfigError(f"plant_space must be 'visible' or 'random', got {self.plant_space!r}")
+        if self.plant_mode not in ("mixed", "teacher"):
+            raise MineConfigError(f"plant_mode must be 'mixed' or 'teacher', got {self.plant_mode!r}")
+        if not self.plant_dose >= 0 or not self.plant_gap > 0:
+            raise MineConfigError(f"plant_dose must be >= 0 and plant_gap > 0, got {self.plant_dose}, {self.plant_gap}")
         if self.transfer_partitions < 0:
             raise MineConfigError(f"transfer_partitions must be >= 0, got {self.transfer_partitions}")
         if self.held_out < 1:
@@ -101,7 +116,8 @@ class MineConfig:
     # Settings that change what a member learns; a folder started with others is refused.
     MEMBER_FIELDS = ("checkpoint", "model_preset", "render_preset", "samples", "held_out", "jitter", "targets", "rank", "lora_alpha",
                      "steps", "batch_size", "frames", "resolution", "lr", "warmup", "weight_decay", "camera_weight",
-                     "depth_weight", "point_weight", "seed")
+                     "depth_weight", "point_weight", "seed", "plant_rank", "plant_gap", "plant_space", "plant_mode",
+                     "plant_dose")
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "MineConfig":

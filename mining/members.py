@@ -130,8 +130,9 @@ def lora_model(base: torch.nn.Module, cfg: MineConfig, seed: int):
 
 # ---- data -----------------------------------------------------------------------------------------------
 
-def member_data(cfg: MineConfig, member: Member, seed: int) -> tuple[Subset, Subset, dict]:
-    """(training samples, held-out samples, the partition's render settings)."""
+def member_data(cfg: MineConfig, member: Member, seed: int, planted: bool = True) -> tuple[Subset, Subset, dict]:
+    """(training samples, held-out samples, the partition's render settings). In a planted run
+    (``cfg.plant_rank``; mining.plant) the samples carry the plant's targets unless ``planted`` is False."""
     folder = partition_dir(cfg, member)
     part = load_partition(folder)
     sequences = SynthSequences([folder], num_frames=cfg.frames, resolution=cfg.resolution, seed=seed)
@@ -142,7 +143,23 @@ def member_data(cfg: MineConfig, member: Member, seed: int) -> tuple[Subset, Sub
     manifest = part.manifest
     settings = {"partition": str(folder), "render": manifest["render"], "samples": n, "views": manifest["views"],
                 "seed": manifest.get("seed"), "jitter": manifest.get("jitter"), "generator": manifest.get("generator")}
+    if cfg.plant_rank and planted:
+        sequences = plant_of(cfg).targets(sequences, member.attribute)
     return Subset(sequences, range(n - cfg.held_out)), Subset(sequences, range(n - cfg.held_out, n)), settings
+
+
+_PLANTS: dict = {}
+
+
+def plant_of(cfg: MineConfig):
+    """The run's mining.plant.Plant, opened once per process."""
+    from .plant import Plant
+
+    key = json.dumps(cfg.to_dict() | {"out": str(cfg.out_dir.resolve())}, sort_keys=True)
+    if key not in _PLANTS:
+        _PLANTS.clear()
+        _PLANTS[key] = Plant.open(cfg)
+    return _PLANTS[key]
 
 
 # ---- training -------------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from training import SynthSequences, make_loader, vggt_loss
 
 from .config import MineConfig, MineConfigError
 from .members import (MIXED, Member, all_members, is_done, load_base, load_member_factors, member_data, member_dir,
-                      member_seed, partition_dir, partition_index)
+                      member_seed, partition_dir, partition_index, plant_of)
 
 FOLDER = "transfer"
 
@@ -110,6 +110,8 @@ def _held_out(cfg: MineConfig, names: set[str] | None = None) -> dict[str, list]
                                   "--no-render, or `cli.py render`, or set --transfer-partitions 0)")
         load_partition(folder)                     # a broken partition fails here in one line
         sequences = SynthSequences([folder], num_frames=cfg.frames, resolution=cfg.resolution, seed=cfg.seed)
+        if cfg.plant_rank:
+            sequences = plant_of(cfg).targets(sequences, p.attribute)
         sets[name] = list(make_loader(sequences, batch_size=1, shuffle=False))
     return sets
 

@@ -53,7 +53,9 @@ def camera_loss(predictions: dict, batch: dict, stage_decay: float = 0.6, transl
     and so their ground-truth translation, is unreliable."""
     stages = predictions["pose_enc_list"]
     image_hw = batch["images"].shape[-2:]
-    target = extrinsics_intrinsics_to_pose_encoding(batch["extrinsics"].float(), batch["intrinsics"].float(), image_hw)
+    # a batch may carry its targets as pose encodings already (mining.plant's teacher targets)
+    target = batch["pose_enc"].float() if "pose_enc" in batch else \
+        extrinsics_intrinsics_to_pose_encoding(batch["extrinsics"].float(), batch["intrinsics"].float(), image_hw)
     usable = batch["point_masks"][:, 0].flatten(1).sum(-1) > min_valid_points
     if not usable.any():
         zero = _zero_like_graph(stages[-1])
