@@ -1,14 +1,21 @@
 """The planted-attribute teacher: a positive control that measures what the mining pipeline can see.
 
 A *teacher* is the base model plus, for each attribute X, a planted low-rank update on every mined
-layer, ``ΔW_X = s_X · ‖W‖_F · U_X V_Xᵀ / √k`` with random orthonormal ``U_X`` [out, k] and ``V_X``
-[in, k] (seeded by (seed, attribute, layer); distinct for every attribute), so ``‖ΔW_X‖_F = s_X ‖W‖_F``
-in every layer. The strength ``s_X`` is not chosen by norm: a norm says nothing about what a layer does
-to the outputs (on a base model with shut blocks a planted update of ‖W‖ moved the depth by 2 %). It is
-*calibrated* on the attribute's first partition so that the teacher's depth differs from the base
-model's by ``gap`` times the base model's own depth error (mean |D_teacher − D_base| / mean |D_base − D_gt|
-on the surface pixels, the training targets' normalisation); ``gap`` 1 means "as large as everything
-else the member has to fix".
+layer, ``ΔW_X = s_X · ‖W‖_F · U_X V_Xᵀ / √k`` with orthonormal ``U_X`` [out, k] and ``V_X`` [in, k], so
+``‖ΔW_X‖_F = s_X ‖W‖_F`` in every layer. Where the directions come from (``plant_space``):
+
+- ``"visible"`` (default): inside each layer's top output-gradient and input eigenspaces on the run's
+  data (the Kronecker factors of its Fisher, K-FAC), one disjoint block of k per attribute. An update
+  only exists for a member trained on outputs where the outputs see it; uniformly random directions
+  are almost all invisible (a member's update then has its chance share of them, docs/mining.md, "Power").
+- ``"random"``: uniformly random, seeded by (seed, attribute, layer).
+
+The strength ``s_X`` is not chosen by norm: a norm says nothing about what a layer does to the outputs
+(on a base model with shut blocks a planted update of ‖W‖ moved the depth by 2 %). It is *calibrated* on
+the attribute's first partition so that the teacher's depth differs from the base model's by ``gap``
+times the base model's own depth error (mean |D_teacher − D_base| / mean |D_base − D_gt| on the surface
+pixels, in the training targets' normalisation). The gap saturates below 1 (past some strength the
+normalisation layers after the planted ones see nothing else), so ``gap`` is a fraction, 0.25 by default.
 
 A planted run's members train on their partition with targets in place of the render's ground truth:
 - ``mode="mixed"``: ``gt + dose · (teacher_X − base)`` (depth, world points, pose encoding), so the planted
@@ -145,7 +152,7 @@ class Plant:
         self.cfg, self.base, self.directions, self.strengths = cfg, base, directions, strengths
         self.calibration = calibration
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self._teachers: dict[str, torch.nn.Module] = {}
+        self._teachers: dict[tuple[str, ...], torch.nn.Module] = {}
 
     # ---- construction ----------------------------------------------------------------------------------
 
@@ -239,12 +246,21 @@ class Plant:
                     weight += (s * float(weight.double().norm()) / math.sqrt(k) * delta).to(weight.dtype)
         return teacher
 
-    def teacher(self, cluster: str) -> torch.nn.Module:
-        """The teacher of an attribute, or of every attribute together for the generic ``mixed`` cluster."""
-        if cluster not in self._teachers:
-            chosen = self.strengths if cluster not in self.strengths else {cluster: self.strengths[cluster]}
-            self._teachers = {cluster: self._teacher(chosen).to(self.device)}   # one at a time: they are model-sized
-        return self._teachers[cluster]
+    def teacher(self, cluster: str | tuple[str, ...]) -> torch.nn.Module:
+        """The teacher of an attribute, of several (a tuple), or of every attribute together for the
+        generic ``mixed`` cluster."""
+        chosen = self._attributes_of(cluster)
+        if chosen not in self._teachers:
+            self._teachers = {chosen: self._teacher({a: self.strengths[a] for a in chosen}).to(self.device)}
+        return self._teachers[chosen]                # one at a time: teachers are model-sized
+
+    def _attributes_of(self, cluster: str | tuple[str, ...]) -> tuple[str, ...]:
+        if isinstance(cluster, tuple):
+            unknown = [a for a in cluster if a not in self.strengths]
+            if unknown:
+                raise MineConfigError(f"no planted update for {unknown[0]!r} (planted: {', '.join(self.strengths)})")
+            return cluster
+        return (cluster,) if cluster in self.strengths else tuple(self.strengths)
 
     def updates(self, attribute: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """The planted ΔW_X per layer as factors (A [out,k], B [in,k]) with ΔW = A Bᵀ (float64)."""
@@ -256,24 +272,33 @@ class Plant:
             out[name] = (U * (s * norm / math.sqrt(k)), V)
         return out
 
+    def write_basis(self, path: Path, checkpoint_sha256: str | None = None):
+        """The planted subspaces of every attribute as a basis file (mining.basis's format): the *oracle*
+        of the fine-tuning power control, the basis a perfect mining run would have found."""
+        from .basis import write_basis
+
+        return write_basis(path, self.directions, attributes=list(self.directions),
+                           model_config=getattr(self.base, "config", None), checkpoint_sha256=checkpoint_sha256)
+
     # ---- targets ----------------------------------------------------------------------------------------
 
-    def targets(self, dataset, cluster: str) -> list[dict]:
+    def targets(self, dataset, cluster: str | tuple[str, ...], mode: str | None = None) -> list[dict]:
         """Every sequence of ``dataset`` (training.data's format) with this plant's targets for ``cluster``
         in place of the ground truth's, as a list (a map-style dataset): computed once, as the teachers
-        are model-sized and the sequences deterministic per index. Adds ``pose_enc`` [S,9], which
+        are model-sized and the sequences deterministic per index. ``mode`` overrides the run's
+        ``plant_mode`` (the fine-tuning power task always asks for the teacher). Adds ``pose_enc`` [S,9], which
         training.losses.camera_loss prefers over the ground-truth cameras."""
-        planted = [self._planted(dataset[i], cluster) for i in range(len(dataset))]
+        planted = [self._planted(dataset[i], cluster, mode or self.cfg.plant_mode) for i in range(len(dataset))]
         self._teachers = {}
         return planted
 
-    def _planted(self, sample: dict, cluster: str) -> dict:
+    def _planted(self, sample: dict, cluster: str | tuple[str, ...], mode: str) -> dict:
         teacher = _outputs(self.teacher(cluster), sample, self.device)
         gt_pose = extrinsics_intrinsics_to_pose_encoding(sample["extrinsics"][None].float(),
                                                          sample["intrinsics"][None].float(),
                                                          tuple(sample["images"].shape[-2:]))[0]
         gt = {"depths": sample["depths"], "world_points": sample["world_points"], "pose_enc": gt_pose}
-        if self.cfg.plant_mode == "teacher":
+        if mode == "teacher":
             new = teacher
         else:
             self.base.to(self.device)

@@ -113,3 +113,4 @@ def test_a_planted_file_with_other_settings_is_refused(setup):
     Plant.open(config(setup, "refuse"))
     with pytest.raises(MineConfigError, match="planted.safetensors: planted with other settings"):
         Plant.open(config(setup, "refuse", plant_rank=1))
+
