@@ -186,8 +186,8 @@ def downstream_section(down: dict | None) -> list[str]:
 
 # PretrainConfig fields that `cli.py pretrain` takes as options (the rest are code defaults)
 _CLI_OPTIONS = ("generator_config", "data", "partitions", "held_out", "held_out_first", "render_preset", "preset",
-                "steps", "batch_size", "frames", "resolution", "lr", "seed", "init_values", "gamma_lr_scale", "decay_all", "patch_embed", "crop",
-                "flip", "out", "ship", "downstream")
+                "steps", "batch_size", "frames", "resolution", "lr", "seed", "init_values", "gamma_lr_scale",
+                "decay_all", "patch_embed", "crop", "flip", "out", "ship", "downstream")
 
 
 def reproduce_command(p: dict) -> str:

@@ -34,8 +34,8 @@ import torch
 
 from common.atomic import write_json
 
-from .data import TaskData, TaskDataError
-from .methods import BASIS_METHODS, METHODS, MethodContext, MethodError, prepare
+from .data import TaskData
+from .methods import METHODS, MethodContext, MethodError, prepare
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ("face", "transparent", "human")
@@ -231,16 +231,19 @@ def _mean_basis_dim(path: str, stat: tuple) -> int:
     return max(1, round(float(np.mean([basis.A[m].shape[1] for m in basis.modules]))))
 
 
+def mean_basis_dim(path: str | Path) -> int:
+    """A basis file's mean per-layer dimension (rounded; read once per file version)."""
+    st = Path(path).stat()
+    return _mean_basis_dim(str(path), (st.st_size, st.st_mtime_ns))
+
+
 def basis_dim(cfg: FinetuneConfig) -> int:
     """psv/random dimension: ``--dim``, else the mined basis's mean per-layer dimension (the same budget
     as ours), else 4·rank (four attributes of d′ = rank)."""
     if cfg.dim is not None:
         return cfg.dim
     path = resolve(cfg.basis)
-    if path.is_file():
-        st = path.stat()
-        return _mean_basis_dim(str(path), (st.st_size, st.st_mtime_ns))
-    return 4 * cfg.rank
+    return mean_basis_dim(path) if path.is_file() else 4 * cfg.rank
 
 
 # ---- one run ------------------------------------------------------------------------------------------------

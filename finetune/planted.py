@@ -68,13 +68,14 @@ def _mine_cfg(task: PowerTask):
     return cfg
 
 
-def splits(task: PowerTask) -> dict[str, list[dict]]:
-    """train / val / test sequences of the two attributes' unseen partitions, with the teacher's targets."""
+def splits(task: PowerTask, cfg=None) -> dict[str, list[dict]]:
+    """train / val / test sequences of the two attributes' unseen partitions, with the teacher's targets
+    (``cfg``: the mining run's config, read from the run when not given)."""
     from mining.members import partition_dir, plant_of
     from mining.transfer import unseen_partitions
     from training import SynthSequences
 
-    cfg = _mine_cfg(task)
+    cfg = cfg or _mine_cfg(task)
     plant = plant_of(cfg)
     out: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
     for attribute in task.attributes:
@@ -89,7 +90,8 @@ def splits(task: PowerTask) -> dict[str, list[dict]]:
 
 @torch.no_grad()
 def planted_gaps(model: torch.nn.Module, base_out: list[dict], sequences: list[dict], device) -> list[float]:
-    """The planted gap of each sequence (module doc); ``base_out`` are the base model's outputs on them."""
+    """The planted gap of each sequence (module doc); ``base_out`` are the base model's outputs on them
+    (mining.plant.outputs)."""
     model.eval()
     gaps = []
     for seq, base in zip(sequences, base_out):
@@ -97,7 +99,7 @@ def planted_gaps(model: torch.nn.Module, base_out: list[dict], sequences: list[d
         mask = seq["point_masks"]
         f = _surface(pred["depth"][0, ..., 0].cpu(), pred["world_points"][0].cpu(), mask)
         t = _surface(seq["depths"], seq["world_points"], mask)
-        b = _surface(base["depth"], base["world_points"], mask)
+        b = _surface(base["depths"], base["world_points"], mask)
         gaps.append(float(((f - t) ** 2).sum() / ((b - t) ** 2).sum().clamp_min(1e-30)))
     return gaps
 
@@ -117,34 +119,16 @@ def _surface(depth, points, mask) -> torch.Tensor:
     return torch.cat([depth[mask][:, None], points[mask]], dim=1).double()
 
 
-@torch.no_grad()
-def _outputs(model, sequences, device) -> list[dict]:
-    model.eval()
-    out = []
-    for seq in sequences:
-        pred = model(seq["images"][None].to(device))
-        out.append({"depth": pred["depth"][0, ..., 0].cpu(), "world_points": pred["world_points"][0].cpu()})
-    return out
-
-
 def method_tags(task: PowerTask) -> list[str]:
     return [m for m in task.methods if m != "lora"] + ([f"lora{r}" for r in task.lora_ranks]
                                                         if "lora" in task.methods else [])
 
 
-def _basis_dim(path: Path) -> int:
-    from mining.basis import read_basis
+def _context(task: PowerTask, cfg, sha: str, tag: str, model, seed: int, device) -> tuple[str, MethodContext]:
+    from mining.members import plant_of, target_modules
 
-    basis = read_basis(path)
-    return max(1, round(float(np.mean([basis.A[m].shape[1] for m in basis.modules]))))
+    from .harness import mean_basis_dim
 
-
-def _context(task: PowerTask, tag: str, model, seed: int, device) -> tuple[str, MethodContext]:
-    from mining.basis import file_sha256
-    from mining.members import checkpoint_path, plant_of, target_modules
-
-    cfg = _mine_cfg(task)
-    sha = file_sha256(checkpoint_path(cfg))
     folder = task.run / FOLDER
     mined = task.run / "basis.safetensors"
     if tag in ("ours", "random", "psv") and not mined.is_file():
@@ -154,15 +138,16 @@ def _context(task: PowerTask, tag: str, model, seed: int, device) -> tuple[str, 
         folder.mkdir(parents=True, exist_ok=True)
         plant_of(cfg).write_basis(oracle, checkpoint_sha256=sha)
     method = "ours" if tag == "oracle" else ("lora" if tag.startswith("lora") else tag)
-    rank = int(tag[4:]) if tag.startswith("lora") else (_basis_dim(mined) if tag in ("random", "psv") else 1)
+    rank = int(tag[4:]) if tag.startswith("lora") else (mean_basis_dim(mined) if tag in ("random", "psv") else 1)
     ctx = MethodContext(method=method, targets=target_modules(model, cfg.targets), rank=rank, steps=task.steps,
                         seed=seed, basis=oracle if tag == "oracle" else mined, device=device,
                         checkpoint_sha256=sha, workdir=folder / "cache")
     return method, ctx
 
 
-def run_one(task: PowerTask, data: dict, base_out: dict, tag: str, lr: float, seed: int) -> dict:
-    """Train one (method, lr, seed) on the planted task; its record with per-sequence val and test gaps."""
+def run_one(task: PowerTask, cfg, sha: str, data: dict, base_out: dict, tag: str, lr: float, seed: int) -> dict:
+    """Train one (method, lr, seed) on the planted task; its record with per-sequence val and test gaps.
+    ``cfg`` is the mining run's config, ``sha`` its base model's sha256."""
     from mining.members import load_base
     from training import TrainConfig, make_loader, train
 
@@ -170,10 +155,9 @@ def run_one(task: PowerTask, data: dict, base_out: dict, tag: str, lr: float, se
     done = folder / "record.json"
     if done.is_file():
         return json.loads(done.read_text())
-    cfg = _mine_cfg(task)
     device = torch.device(task.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = load_base(cfg)
-    method, ctx = _context(task, tag, model, seed, device)
+    method, ctx = _context(task, cfg, sha, tag, model, seed, device)
     adapted = prepare(method, model, ctx)
     tcfg = TrainConfig(steps=task.steps, lr=lr, warmup=0.05, weight_decay=0.0, seed=seed,
                        checkpoint_every=max(1, min(100, task.steps // 4)), device=str(device), progress=False)
@@ -195,13 +179,16 @@ def planted_power(task: PowerTask, say=print) -> dict:
     """Every method (its rate from its grid on validation with seed 0, unless ``task.lrs`` fixes it), every
     seed; per method the mean test gap with a 95 % bootstrap CI over test sequences (seeds averaged per
     sequence), and each method's paired difference against ``ours``. Written to ``RUN/power/power.json``."""
-    from mining.members import load_base
+    from mining.basis import file_sha256
+    from mining.members import checkpoint_path, load_base
+    from mining.plant import outputs
 
     cfg = _mine_cfg(task)
-    data = splits(task)
+    sha = file_sha256(checkpoint_path(cfg))
+    data = splits(task, cfg)
     device = torch.device(task.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     base = load_base(cfg).to(device)
-    base_out = {split: _outputs(base, data[split], device) for split in ("val", "test")}
+    base_out = {split: [outputs(base, seq, device) for seq in data[split]] for split in ("val", "test")}
     del base
     fixed = dict(task.lrs or ())
     methods: dict[str, dict] = {}
@@ -211,13 +198,13 @@ def planted_power(task: PowerTask, say=print) -> dict:
         tried = {}
         for lr in grid:
             say(f"{task.run.name}: {tag} lr {lr:g} seed 0")
-            rec = run_one(task, data, base_out, tag, lr, 0)
+            rec = run_one(task, cfg, sha, data, base_out, tag, lr, 0)
             tried[lr] = float(np.mean(rec["val"])) if rec.get("val") else math.inf
         best = min(tried, key=tried.get)
-        runs = [run_one(task, data, base_out, tag, best, 0)]
+        runs = [run_one(task, cfg, sha, data, base_out, tag, best, 0)]
         for seed in range(1, task.seeds):
             say(f"{task.run.name}: {tag} lr {best:g} seed {seed}")
-            runs.append(run_one(task, data, base_out, tag, best, seed))
+            runs.append(run_one(task, cfg, sha, data, base_out, tag, best, seed))
         diverged = sum(r["status"] != "finished" for r in runs)
         per_sequence = np.mean([r["test"] for r in runs if r.get("test")], axis=0) if diverged < len(runs) else None
         methods[tag] = {"lr": best, "grid": tried, "diverged": f"{diverged}/{len(runs)}",

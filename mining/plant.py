@@ -43,6 +43,7 @@ from common.atomic import atomic_path
 from model.pose import extrinsics_intrinsics_to_pose_encoding
 
 from .config import MineConfig, MineConfigError
+from .subspace import _factored_norm2
 
 FILE = "planted.safetensors"
 MODES = ("mixed", "teacher")
@@ -125,7 +126,7 @@ def _batch(sample: dict, device) -> dict:
 
 
 @torch.no_grad()
-def _outputs(model: torch.nn.Module, sample: dict, device) -> dict[str, torch.Tensor]:
+def outputs(model: torch.nn.Module, sample: dict, device) -> dict[str, torch.Tensor]:
     """Depth [S,H,W], world points [S,H,W,3] and the last pose encoding [S,9] of one sequence (CPU, float32)."""
     model.eval()
     pred = model(sample["images"][None].to(device))
@@ -202,11 +203,15 @@ class Plant:
         train_set, _, _ = member_data(self.cfg, Member(attribute, 0), self.cfg.seed, planted=False)
         samples = [train_set[i] for i in range(min(CALIBRATION_SEQUENCES, len(train_set)))]
         self.base.to(self.device)
-        base_out = [_outputs(self.base, s, self.device) for s in samples]
+        base_out = [outputs(self.base, s, self.device) for s in samples]
+
+        measured: dict[float, float] = {}
 
         def gap(strength: float) -> float:
-            teacher = self._teacher({attribute: strength})
-            return depth_gap([_outputs(teacher, s, self.device) for s in samples], base_out, samples)
+            if strength not in measured:
+                teacher = self._teacher({attribute: strength})
+                measured[strength] = depth_gap([outputs(teacher, s, self.device) for s in samples], base_out, samples)
+            return measured[strength]
 
         # The gap rises with the strength and then saturates (the normalisation layers after a huge
         # update see only it), so walk up a log grid to the first strength past the target, then bisect.
@@ -293,7 +298,7 @@ class Plant:
         return planted
 
     def _planted(self, sample: dict, cluster: str | tuple[str, ...], mode: str) -> dict:
-        teacher = _outputs(self.teacher(cluster), sample, self.device)
+        teacher = outputs(self.teacher(cluster), sample, self.device)
         gt_pose = extrinsics_intrinsics_to_pose_encoding(sample["extrinsics"][None].float(),
                                                          sample["intrinsics"][None].float(),
                                                          tuple(sample["images"].shape[-2:]))[0]
@@ -302,7 +307,7 @@ class Plant:
             new = teacher
         else:
             self.base.to(self.device)
-            base = _outputs(self.base, sample, self.device)
+            base = outputs(self.base, sample, self.device)
             new = {k: gt[k] + self.cfg.plant_dose * (teacher[k] - base[k]) for k in gt}
         mask = sample["point_masks"]
         out = dict(sample)
@@ -327,16 +332,12 @@ class Plant:
 
     @classmethod
     def _read(cls, cfg: MineConfig, base: torch.nn.Module, path: Path) -> "Plant":
-        from safetensors import safe_open
-
-        with safe_open(str(path), "np") as f:
-            meta = f.metadata() or {}
+        meta, directions = _read_file(path)
         settings, mine = json.loads(meta.get("settings", "{}")), {k: cfg.to_dict()[k] for k in PLANT_FIELDS}
         if settings != mine:
             raise MineConfigError(f"{path}: planted with other settings ({settings} there, {mine} now); "
                                   "use another --out")
-        return cls(cfg, base, _read_directions(path), json.loads(meta["strengths"]), json.loads(meta["calibration"]),
-                   cfg.device)
+        return cls(cfg, base, directions, json.loads(meta["strengths"]), json.loads(meta["calibration"]), cfg.device)
 
 
 PLANT_FIELDS = ("plant_rank", "plant_gap", "plant_space", "seed", "targets", "checkpoint")
@@ -358,15 +359,15 @@ def principal_angles(q1: np.ndarray, q2: np.ndarray) -> np.ndarray:
     return np.sort(np.degrees(subspace_angles(q1, q2)))
 
 
+def planted_energy(A: np.ndarray, B: np.ndarray, U: np.ndarray, V: np.ndarray) -> tuple[float, float]:
+    """(‖Uᵀ A Bᵀ V‖²_F, ‖A Bᵀ‖²_F): the update's energy inside span(U) ⊗ span(V) and in all (factors only)."""
+    return _factored_norm2(U.T @ A, V.T @ B), _factored_norm2(A, B)
+
+
 def planted_share(A: np.ndarray, B: np.ndarray, U: np.ndarray, V: np.ndarray) -> float:
-    """Share of ‖A Bᵀ‖²_F inside span(U) ⊗ span(V): ‖Uᵀ A Bᵀ V‖²_F / ‖A Bᵀ‖²_F (from the factors)."""
-    inside = _norm2(U.T @ A, V.T @ B)
-    total = _norm2(A, B)
+    """Share of ‖A Bᵀ‖²_F inside span(U) ⊗ span(V)."""
+    inside, total = planted_energy(A, B, U, V)
     return inside / total if total > 0 else float("nan")
-
-
-def _norm2(a: np.ndarray, b: np.ndarray) -> float:
-    return float(((a.T @ a) * (b.T @ b)).sum())
 
 
 def recovery(cfg: MineConfig) -> dict:
@@ -379,7 +380,7 @@ def recovery(cfg: MineConfig) -> dict:
     from .extract import SUBSPACES_FILE
     from .members import MIXED, all_members, is_done, load_member_factors, member_dir
 
-    planted = _read_directions(cfg.out_dir / FILE)
+    _, planted = _read_file(cfg.out_dir / FILE)
     path = cfg.out_dir / SUBSPACES_FILE
     if not path.is_file():
         raise MineConfigError(f"{path}: missing; run `python cli.py mine extract` first")
@@ -402,11 +403,8 @@ def recovery(cfg: MineConfig) -> dict:
         if m.attribute == MIXED or not is_done(cfg, m):
             continue
         factors = load_member_factors(member_dir(cfg, m))
-        inside = total = 0.0
-        for name, (A, B) in factors.items():
-            U, V = planted[m.attribute][name]
-            inside += _norm2(U.T @ A, V.T @ B)
-            total += _norm2(A, B)
+        energy = np.sum([planted_energy(A, B, *planted[m.attribute][name]) for name, (A, B) in factors.items()], axis=0)
+        inside, total = energy
         shares[m.name] = inside / total if total else float("nan")
     k = cfg.plant_rank
     sizes = [U.shape[0] * V.shape[0] for U, V in planted[cfg.attributes[0]].values()]
@@ -419,18 +417,21 @@ def recovery(cfg: MineConfig) -> dict:
             "planted_share_chance": float(np.mean([k * k / s for s in sizes]))}
 
 
-def _read_directions(path: Path) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    from safetensors.numpy import load_file
+def _read_file(path: Path) -> tuple[dict, dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]]:
+    """The planted file's metadata and its directions {attribute: {layer: (U, V)}}, in one read."""
+    from safetensors import safe_open
 
     if not path.is_file():
         raise MineConfigError(f"{path}: missing; this run has no plant (mine with --plant-rank K)")
     out: dict = {}
-    for key, value in load_file(str(path)).items():
-        cluster, rest = key.split(":", 1)
-        name, side = rest.rsplit(".", 1)
-        out.setdefault(cluster, {}).setdefault(name, {})[side] = value
-    return {a: {n: (d["U"], d["V"]) for n, d in layers.items()} for a, layers in out.items()}
+    with safe_open(str(path), "np") as f:
+        meta = f.metadata() or {}
+        for key in f.keys():
+            cluster, rest = key.split(":", 1)
+            name, side = rest.rsplit(".", 1)
+            out.setdefault(cluster, {}).setdefault(name, {})[side] = f.get_tensor(key)
+    return meta, {a: {n: (d["U"], d["V"]) for n, d in layers.items()} for a, layers in out.items()}
 
 
-__all__ = ["FILE", "MODES", "Plant", "depth_gap", "planted_directions", "planted_share", "visible_pools",
-           "principal_angles", "recovery"]
+__all__ = ["FILE", "MODES", "Plant", "depth_gap", "outputs", "planted_directions", "planted_energy", "planted_share",
+           "principal_angles", "recovery", "visible_pools"]
